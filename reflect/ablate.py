@@ -1,0 +1,166 @@
+"""``python -m reflect.ablate FILE [key=value ...]``: run an ablation and score it.
+
+Every (arm, seed) is a trial of an Optuna study named after the ablation; the
+results store under ``runs/<ablation>/`` is the source of truth; the end
+writes ``reports/<ablation>/summary.json`` and ``report.md``. Rerunning the
+same command resumes: complete trials are never redone.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from reflect.cli_errors import exit_on_user_error
+
+console = Console()
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m reflect.ablate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", help="an ablation file, e.g. ablations/film_vs_concat.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="training-config overrides for every arm")
+    p.add_argument("--profile", choices=["quick", "full"], help="start every arm from this profile instead of `base`")
+    p.add_argument("--seeds", help="seeds to run instead of the file's: a count (3) or a list (0,1,2)")
+    p.add_argument("--storage", help="Optuna storage: a journal file path or a database URL "
+                                     "(default: runs/<ablation>/optuna.journal)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study")
+    p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
+    p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
+    p.add_argument("--dry-run", action="store_true", help="validate everything and print the trial plan; train nothing")
+    return p.parse_args(argv)
+
+
+def parse_seeds(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    if not text:
+        return None
+    from reflect.config_loading import ConfigError
+
+    try:
+        parts = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError("--seeds", f"expected a count or a comma-separated list of integers, got {text!r}") from None
+    if len(parts) == 1 and "," not in text:
+        if parts[0] < 1:
+            raise ConfigError("--seeds", f"expected a positive count, got {parts[0]}")
+        return tuple(range(parts[0]))
+    return tuple(parts)
+
+
+class LiveStatus:
+    """Renderable polled by rich.Live: trials done/total and what each running trial is doing."""
+
+    def __init__(self, ablation, store):
+        from reflect.ablation.runner import plan_trials
+
+        self.ablation, self.store = ablation, store
+        self.keys = [p.key for p in plan_trials(ablation)]
+        self.started = time.time()
+
+    def __rich__(self):
+        records = {r.key: r for r in self.store.records()}
+        done = sum(1 for k in self.keys if records.get(k) and records[k].status == "complete")
+        failed = sum(1 for k in self.keys if records.get(k) and records[k].status == "failed")
+        table = Table(box=None, show_header=True, header_style="bold")
+        for col in ("arm", "seed", "step", self.ablation.metric.name):
+            table.add_column(col)
+        for k in self.keys:
+            r = records.get(k)
+            if r is not None and r.status == "running":
+                prog = r.progress or {}
+                metric = prog.get("metric")
+                table.add_row(r.arm, str(r.seed), f"{prog.get('step', 0)}/{prog.get('max_steps', '?')}",
+                              "—" if metric is None else f"{metric:.2f}")
+        head = Text(f"{self.ablation.name}: {done}/{len(self.keys)} trials complete, {failed} failed, "
+                    f"{time.time() - self.started:.0f} s")
+        return Group(head, ProgressBar(total=len(self.keys), completed=done, width=50), table)
+
+
+def print_plan(ablation, store) -> None:
+    from reflect.ablation.runner import trial_status
+
+    table = Table(title=f"{ablation.name}: {len(ablation.arms)} arms × {len(ablation.seeds)} seeds "
+                        f"(phase {ablation.phase}, baseline {ablation.baseline})")
+    for col in ("arm", "seed", "config hash", "status", "overrides"):
+        table.add_column(col)
+    for p, rec in trial_status(ablation, store):
+        status = rec.status if rec else "pending"
+        table.add_row(p.arm, str(p.seed), p.config_hash, status,
+                      ", ".join(f"{k}={v}" for k, v in p.overrides.items()) or "—")
+    console.print(table)
+
+
+def check_data(ablation) -> str:
+    """Validate the data location the arms will use without training (synthetic: where it is cached)."""
+    from reflect.data import dataset_fingerprint
+
+    data = next(iter(ablation.arms.values())).config.data
+    if data.root is None and not data.sessions:
+        return f"data: embedded synthetic head (generated on first use), fingerprint {dataset_fingerprint(data)}"
+    from reflect.data import load_splits
+
+    splits = load_splits(data)  # validates every transforms file, npz and image path
+    return f"data: {', '.join(f'{k}={len(v)} frames' for k, v in splits.items())}, fingerprint {dataset_fingerprint(data)}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    with exit_on_user_error("reflect.ablate"):
+        from reflect.ablation.runner import RunOptions, run_ablation, store_for
+        from reflect.reports.ablation import write_ablation_report
+
+        opts = RunOptions(path=args.file, overrides=tuple(args.overrides), seeds=parse_seeds(args.seeds),
+                          profile=args.profile, storage=args.storage, runs_dir=args.runs_dir)
+        ablation = opts.load()
+        store = store_for(ablation, args.runs_dir)
+        if args.dry_run:
+            print_plan(ablation, store)
+            console.print(check_data(ablation))
+            console.print("dry run: every arm's config is valid; nothing was trained.")
+            return 0
+        if args.workers < 1:
+            console.print("[red]--workers must be >= 1[/]")
+            return 2
+        live = Live(LiveStatus(ablation, store), console=console, refresh_per_second=2, transient=False)
+        run_ablation(opts, workers=args.workers, display=live)
+        summary = write_ablation_report(ablation, store, args.reports_dir)
+        return report_outcome(summary, Path(args.reports_dir) / ablation.name)
+
+
+def report_outcome(summary: dict, out_dir: Path) -> int:
+    table = Table(title=f"{summary['ablation']}: {summary['metric']['name']} "
+                        f"(avg of last {summary['metric']['window']} evals)")
+    for col in ("arm", "n", "mean", "Δ vs baseline", "Δ CI", "verdict"):
+        table.add_column(col)
+    scored = False
+    for name, a in summary["arms"].items():
+        delta = a.get("delta_db")
+        if name != summary["baseline"] and delta is not None:
+            scored = True
+        dci = a.get("delta_ci")
+        table.add_row(name, str(a["n"]), "—" if a["mean"] is None else f"{a['mean']:.2f}",
+                      "—" if delta is None else f"{delta:+.2f}",
+                      "—" if not dci else f"[{dci[0]:+.2f}, {dci[1]:+.2f}]", a["verdict"])
+    console.print(table)
+    for name, a in summary["arms"].items():
+        for t in a["trials"]:
+            if t["status"] == "failed":
+                console.print(f"[yellow]failed[/] {t['key']}: {t['failure_reason']}")
+    console.print(f"report: {out_dir / 'report.md'}  summary: {out_dir / 'summary.json'}")
+    if not scored:
+        console.print("[red]nothing could be scored: no arm has complete trials paired with the baseline[/]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Run an ablation: plan (arm × seed) trials, schedule them through Optuna, train, record.
+
+The results store decides what is done (config hash + seed), so rerunning the
+same command never redoes a complete trial, and a trial interrupted by a kill
+resumes from its last checkpoint in its work folder.
+"""
+from __future__ import annotations
+
+import copy
+import fcntl
+import math
+import multiprocessing as mp
+import os
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import optuna
+from optuna.trial import TrialState
+from pytorch_lightning.callbacks import Callback
+
+from reflect.ablation.spec import Ablation, load_ablation
+from reflect.ablation.store import COMPLETE, FAILED, PRUNED, RUNNING, ResultsStore, TrialRecord
+from reflect.ablation.study import KEY_ATTR, has_waiting, mark_failed, open_storage, open_study
+from reflect.config import TrainConfig, config_hash
+from reflect.config_loading import to_plain_dict
+from reflect.lightning.module import windowed
+
+
+@dataclass
+class PlannedTrial:
+    arm: str
+    seed: int
+    config: TrainConfig
+    config_hash: str
+    overrides: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm}-s{self.seed}-{self.config_hash}"
+
+
+@dataclass
+class RunOptions:
+    """Everything a worker process needs to rebuild the ablation on its own."""
+
+    path: str
+    overrides: tuple[str, ...] = ()
+    seeds: Optional[tuple[int, ...]] = None
+    profile: Optional[str] = None
+    storage: Optional[str] = None
+    runs_dir: str = "runs"
+    threads: Optional[int] = None
+
+    def load(self) -> Ablation:
+        return load_ablation(self.path, self.overrides, self.seeds, self.profile)
+
+
+def plan_trials(ablation: Ablation) -> list[PlannedTrial]:
+    out = []
+    for arm in ablation.arms.values():
+        for seed in ablation.seeds:
+            cfg = copy.deepcopy(arm.config)
+            cfg.seed = seed
+            out.append(PlannedTrial(arm.name, seed, cfg, config_hash(cfg), arm.overrides))
+    return out
+
+
+def store_for(ablation: Ablation, runs_dir: str | Path) -> ResultsStore:
+    return ResultsStore(Path(runs_dir) / ablation.name)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore, study: optuna.Study) -> int:
+    """Enqueue every planned trial that is neither complete nor alive somewhere; returns how many are pending."""
+    with _file_lock(store.root / ".queue.lock"):
+        by_key: dict[str, list[optuna.trial.FrozenTrial]] = {}
+        for t in study.get_trials(deepcopy=False):
+            by_key.setdefault(t.user_attrs.get(KEY_ATTR, ""), []).append(t)
+        pending = 0
+        for p in plan:
+            if store.complete(p.key):
+                continue
+            pending += 1
+            queued = False
+            for t in by_key.get(p.key, []):
+                if t.state == TrialState.WAITING:
+                    queued = True
+                elif t.state == TrialState.RUNNING:
+                    rec = store.get(p.key)
+                    if rec is not None and rec.status == RUNNING and not rec.is_stale():
+                        queued = True  # a live worker is on it
+                    else:
+                        mark_failed(study, t.number, "worker died (stale); re-enqueued")
+            if not queued:
+                study.enqueue_trial({"arm": p.arm, "seed": p.seed}, user_attrs={KEY_ATTR: p.key})
+        return pending
+
+
+class StoreHeartbeat(Callback):
+    """Keeps the running record's progress and heartbeat fresh (live display, stale detection)."""
+
+    def __init__(self, store: ResultsStore, record: TrialRecord, metric: str, every_s: float = 2.0):
+        self.store, self.record, self.metric, self.every_s = store, record, metric, every_s
+        self._last = 0.0
+
+    def _beat(self, trainer, pl_module, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        last_eval = pl_module.eval_history[-1] if pl_module.eval_history else {}
+        self.record.progress = {"step": int(trainer.global_step), "max_steps": int(trainer.max_steps),
+                                "metric": last_eval.get(self.metric)}
+        self.store.write(self.record)
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self._beat(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._beat(trainer, pl_module, force=True)
+
+
+def provenance() -> dict[str, Any]:
+    """Where a number came from: code version, packages, machine."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    versions = {}
+    for pkg in ("reflect", "torch", "gsplat", "pytorch-lightning", "optuna", "lpips", "wandb"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"git_commit": commit, "git_dirty": dirty, "packages": versions, "python": platform.python_version(),
+            "host": socket.gethostname()}
+
+
+def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
+    """Pinned in every record: results are comparable only under the same protocol."""
+    from reflect.data import dataset_fingerprint
+
+    return {
+        "resolution": list(result.resolution),
+        "splits": list(cfg.eval.splits),
+        "background": list(cfg.data.background),
+        "eval_frame_ids": {s: v.get("frame_id", []) for s, v in result.per_frame.items()},
+        "lpips_net": cfg.eval.lpips_net,
+        "lpips": result.lpips_status,
+        "dataset_fingerprint": dataset_fingerprint(cfg.data),
+        "render_backend": cfg.render.backend or "auto",
+    }
+
+
+def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_number: Optional[int] = None,
+              callbacks: Sequence[Callback] = ()) -> TrialRecord:
+    """Train one (arm, seed), recording it; failures become FAILED records, never exceptions.
+
+    ``ablation`` may be any study spec with ``name``, ``phase`` and ``metric`` (sweeps reuse this);
+    an ``optuna.TrialPruned`` raised by a pruning callback makes the record PRUNED.
+    """
+    from reflect.tracking import make_wandb_logger
+    from reflect.training import train
+
+    existing = store.get(p.key)
+    if existing is not None and existing.status == COMPLETE:
+        return existing
+    record = TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash, status=RUNNING,
+                         config=to_plain_dict(p.config), overrides=p.overrides, metric_name=ablation.metric.name,
+                         metric_window=ablation.metric.window, provenance=provenance(), optuna_trial=optuna_number)
+    store.write(record)
+    logger = None
+    try:
+        logger = make_wandb_logger(
+            p.config.tracking, name=f"{p.arm}-s{p.seed}", save_dir=store.root,
+            config={**record.config, "ablation": ablation.name, "arm": p.arm, "seed": p.seed,
+                    "config_hash": p.config_hash, "phase": ablation.phase},
+            group=ablation.name, job_type=p.arm, tags=[f"phase{ablation.phase}", ablation.name],
+            run_id=f"{ablation.name}-{p.key}",
+        )
+        result = train(p.config, store.workdir(p.key), resume=True, logger=logger,
+                       callbacks=[StoreHeartbeat(store, record, ablation.metric.name), *callbacks], progress=False)
+        value = windowed(result.eval_history, ablation.metric.name, ablation.metric.window)
+        record.eval_history, record.train_history = result.eval_history, result.train_history
+        record.per_frame, record.parameter_counts = result.per_frame, result.parameter_counts
+        record.wall_time_s, record.steps, record.checkpoint = result.wall_time_s, result.steps, result.checkpoint
+        record.protocol = evaluation_protocol(p.config, result)
+        record.windowed_metric = value
+        if value is None or not math.isfinite(value):
+            record.status, record.failure_reason = FAILED, f"no finite {ablation.metric.name} was evaluated"
+        else:
+            record.status = COMPLETE
+        if logger is not None:
+            _mirror_final(logger, ablation, record)
+    except optuna.TrialPruned as exc:
+        record.status, record.failure_reason = PRUNED, f"pruned: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a trial's failure must not stop the others
+        record.status = FAILED
+        record.failure_reason = f"{type(exc).__name__}: {exc}"
+        record.progress = {**record.progress, "traceback": traceback.format_exc(limit=8)}
+    finally:
+        store.write(record)
+        if logger is not None:
+            try:
+                logger.experiment.finish(exit_code=0 if record.status == COMPLETE else 1)
+            except Exception:  # noqa: BLE001 - the mirror must never lose the store's record
+                pass
+    return record
+
+
+def _mirror_final(logger, ablation: Ablation, record: TrialRecord) -> None:
+    """Final per-frame metrics and the windowed metric into the W&B run."""
+    import wandb
+
+    run = logger.experiment
+    run.summary[f"{ablation.metric.name}_avg{ablation.metric.window}"] = record.windowed_metric
+    for split, frames in record.per_frame.items():
+        cols = [c for c in frames if frames[c] is not None]
+        rows = list(zip(*[frames[c] for c in cols]))
+        run.log({f"{split}/per_frame": wandb.Table(columns=cols, data=[list(r) for r in rows])})
+
+
+def worker_loop(opts: RunOptions) -> int:
+    """Pop WAITING trials until none are left; returns how many this worker ran."""
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    ablation = opts.load()
+    plan = {(p.arm, p.seed): p for p in plan_trials(ablation)}
+    store = store_for(ablation, opts.runs_dir)
+    study = open_study(ablation.name, open_storage(opts.storage, store.root / "optuna.journal"),
+                       "maximize" if ablation.metric.mode == "max" else "minimize")
+    ran = 0
+    while has_waiting(study):
+        trial = study.ask()
+        if "fixed_params" not in trial.system_attrs:
+            # Another worker took the last waiting trial between our check and ask().
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        arm = trial.suggest_categorical("arm", list(ablation.arms))
+        seed = trial.suggest_categorical("seed", list(ablation.seeds))
+        p = plan.get((arm, seed))
+        if p is None or trial.user_attrs.get(KEY_ATTR) != p.key:
+            trial.set_user_attr("reflect_failed_reason", "not in the current plan (the ablation changed)")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        record = run_trial(ablation, p, store, trial.number)
+        ran += 1
+        if record.status == COMPLETE:
+            study.tell(trial, record.windowed_metric)
+        else:
+            trial.set_user_attr("reflect_failed_reason", record.failure_reason or "")
+            study.tell(trial, state=TrialState.FAIL)
+    return ran
+
+
+def _worker_entry(opts: RunOptions) -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    worker_loop(opts)
+
+
+def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = None) -> Ablation:
+    """Enqueue what is left and run it with ``workers`` processes (1 = in this process)."""
+    ablation = opts.load()
+    plan = plan_trials(ablation)
+    store = store_for(ablation, opts.runs_dir)
+    study = open_study(ablation.name, open_storage(opts.storage, store.root / "optuna.journal"),
+                       "maximize" if ablation.metric.mode == "max" else "minimize")
+    sync_queue(ablation, plan, store, study)
+    if workers <= 1:
+        with display or _null():
+            worker_loop(opts)
+        return ablation
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_entry, args=(RunOptions(**{**opts.__dict__, "threads": threads}),))
+             for _ in range(workers)]
+    with display or _null():
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+    return ablation
+
+
+@contextmanager
+def _null() -> Iterator[None]:
+    yield
+
+
+def trial_status(ablation: Ablation, store: ResultsStore) -> list[tuple[PlannedTrial, Optional[TrialRecord]]]:
+    return [(p, store.get(p.key)) for p in plan_trials(ablation)]
+
+
+__all__ = ["RunOptions", "PlannedTrial", "plan_trials", "run_ablation", "worker_loop", "run_trial", "trial_status",
+           "store_for", "sync_queue", "FAILED"]

@@ -1,0 +1,150 @@
+"""The results store: one JSON record per trial under ``runs/<study>/trials/`` — the source of truth.
+
+Records are written atomically (temp file + ``os.replace``), so a kill at any
+moment leaves either the old record or the new one. Reports, gates and
+statistics read only this store; W&B and Optuna's storage are mirrors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+COMPLETE, FAILED, PRUNED, RUNNING = "complete", "failed", "pruned", "running"
+STATUSES = (COMPLETE, FAILED, PRUNED, RUNNING)
+# A running record whose heartbeat is older than this (and whose process cannot be
+# checked because it lives on another machine) is considered dead.
+STALE_AFTER_S = 180.0
+
+
+@dataclass
+class TrialRecord:
+    study: str
+    arm: str
+    seed: int
+    config_hash: str
+    status: str
+    config: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    failure_reason: Optional[str] = None
+    metric_name: Optional[str] = None
+    metric_window: Optional[int] = None
+    windowed_metric: Optional[float] = None
+    eval_history: list[dict[str, Any]] = field(default_factory=list)
+    train_history: list[dict[str, Any]] = field(default_factory=list)
+    per_frame: dict[str, Any] = field(default_factory=dict)
+    parameter_counts: dict[str, int] = field(default_factory=dict)
+    wall_time_s: Optional[float] = None
+    steps: int = 0
+    checkpoint: Optional[str] = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    progress: dict[str, Any] = field(default_factory=dict)  # live: step, last eval metric
+    optuna_trial: Optional[int] = None
+
+    @property
+    def key(self) -> str:
+        return trial_key(self.arm, self.seed, self.config_hash)
+
+    def is_stale(self, now: Optional[float] = None) -> bool:
+        """A running record whose process is gone (same host: pid check; elsewhere: heartbeat age)."""
+        if self.status != RUNNING:
+            return False
+        if self.host == socket.gethostname():
+            return not _pid_alive(self.pid)
+        return (now or time.time()) - self.updated_at > STALE_AFTER_S
+
+
+def trial_key(arm: str, seed: int, config_hash: str) -> str:
+    return f"{arm}-s{seed}-{config_hash}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) counts as dead.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, default=_json_default)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class ResultsStore:
+    """``runs/<study>/``: ``trials/<arm>-s<seed>-<hash>.json`` records and ``work/`` trial folders."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.trials_dir = self.root / "trials"
+        self.work_dir = self.root / "work"
+
+    def record_path(self, key: str) -> Path:
+        return self.trials_dir / f"{key}.json"
+
+    def workdir(self, key: str) -> Path:
+        return self.work_dir / key
+
+    def write(self, record: TrialRecord) -> None:
+        record.updated_at = time.time()
+        atomic_write_json(self.record_path(record.key), asdict(record))
+
+    def get(self, key: str) -> Optional[TrialRecord]:
+        path = self.record_path(key)
+        if not path.is_file():
+            return None
+        return _read_record(path)
+
+    def records(self) -> Iterator[TrialRecord]:
+        if not self.trials_dir.is_dir():
+            return
+        for path in sorted(self.trials_dir.glob("*.json")):
+            rec = _read_record(path)
+            if rec is not None:
+                yield rec
+
+    def complete(self, key: str) -> bool:
+        rec = self.get(key)
+        return rec is not None and rec.status == COMPLETE
+
+
+def _read_record(path: Path) -> Optional[TrialRecord]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # atomic writes make this near impossible; an unreadable record means "not done"
+    known = {f for f in TrialRecord.__dataclass_fields__}
+    return TrialRecord(**{k: v for k, v in data.items() if k in known})

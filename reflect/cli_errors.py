@@ -1,0 +1,33 @@
+"""One place that turns the errors users cause into a message and an exit code (no tracebacks)."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+
+from reflect.config_loading import ConfigError
+
+err_console = Console(stderr=True)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors caused by input (configs, data, missing weights, divergence), not by bugs."""
+    from reflect.data.errors import DatasetError
+    from reflect.lightning.module import DivergenceError
+    from reflect.losses.lpips_loader import LpipsUnavailable
+
+    return (ConfigError, DatasetError, LpipsUnavailable, DivergenceError)
+
+
+@contextmanager
+def exit_on_user_error(prog: str) -> Iterator[None]:
+    try:
+        yield
+    except user_error_types() as exc:
+        err_console.print(f"[bold red]{prog}: error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print(f"{prog}: interrupted; finished work and checkpoints are kept, rerun to resume.")
+        sys.exit(130)

@@ -1,0 +1,208 @@
+"""The training config: one typed tree for everything a trial's result depends on.
+
+``load_train_config("quick")``, ``load_train_config("path/to.yaml", ["trainer.max_steps=20"])``.
+A config file may start from a profile with a top-level ``profile: quick|full`` key.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from reflect.config_loading import ConfigError, merge_into_schema, read_yaml_mapping, to_plain_dict
+from reflect.data.config import DataConfig
+from reflect.lightning.sampling import SamplerConfig
+from reflect.losses.config import LossConfig
+from reflect.model.config import ModelConfig
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+PROFILES = ("quick", "full")
+RENDER_BACKENDS = (None, "torch", "gsplat")
+PARAM_GROUPS = ("means", "scales", "rotations", "opacities", "latents", "deform", "decoder")
+GROUP_ALIASES = {"gaussians": ("means", "scales", "rotations", "opacities")}
+
+
+@dataclass
+class RenderConfig:
+    backend: Optional[str] = None  # None = gsplat on CUDA, else the torch rasterizer
+    eps2d: float = 0.3
+
+    def validate(self) -> None:
+        if self.backend not in RENDER_BACKENDS:
+            raise ValueError(f"backend: expected one of null, 'torch', 'gsplat', got {self.backend!r}")
+
+
+@dataclass
+class FreezeWindow:
+    """Keep a parameter group fixed in [start, end) (NPGA: base Gaussians frozen for 5K steps)."""
+
+    group: str = "gaussians"
+    start: float = 0.0
+    end: float = 0.0
+    units: str = "fraction"  # fraction of max_steps | steps
+
+    def validate(self) -> None:
+        if self.group not in PARAM_GROUPS and self.group not in GROUP_ALIASES:
+            raise ValueError(f"group: expected one of {PARAM_GROUPS + tuple(GROUP_ALIASES)}, got {self.group!r}")
+        if self.units not in ("fraction", "steps"):
+            raise ValueError(f"units: expected 'fraction' or 'steps', got {self.units!r}")
+        if self.end < self.start:
+            raise ValueError(f"end: expected end >= start, got start={self.start}, end={self.end}")
+
+    def groups(self) -> tuple[str, ...]:
+        return GROUP_ALIASES.get(self.group, (self.group,))
+
+    def active(self, step: int, total_steps: int) -> bool:
+        scale = total_steps if self.units == "fraction" else 1
+        return self.start * scale <= step < self.end * scale
+
+
+@dataclass
+class OptimConfig:
+    lr_means: float = 2e-4
+    lr_scales: float = 5e-3
+    lr_rotations: float = 1e-3
+    lr_opacities: float = 2.5e-2
+    lr_latents: float = 1e-2
+    lr_deform: float = 5e-5  # the roadmap's expression-MLP rate (NPGA 4e-5, our DeformMLP 5e-5)
+    lr_decoder: float = 2e-3
+    final_lr_ratio: float = 0.1  # exponential decay of every group to this fraction at max_steps
+    freeze: List[FreezeWindow] = field(default_factory=list)
+    grad_clip: float = 0.0  # 0 = off
+
+    def validate(self) -> None:
+        for name in PARAM_GROUPS:
+            lr = getattr(self, f"lr_{name}")
+            if lr < 0:
+                raise ValueError(f"lr_{name}: expected a learning rate >= 0, got {lr}")
+        if not 0 < self.final_lr_ratio <= 1:
+            raise ValueError(f"final_lr_ratio: expected a value in (0, 1], got {self.final_lr_ratio}")
+
+    def lr(self, group: str) -> float:
+        return float(getattr(self, f"lr_{group}"))
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 600
+    batch_size: int = 2
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    log_every: int = 10
+    accelerator: str = "auto"
+    num_workers: int = 0
+    sample_images: int = 3  # eval frames whose renders are logged as images
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        for name in ("max_steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+
+
+@dataclass
+class EvalConfig:
+    splits: List[str] = field(default_factory=lambda: ["val", "test"])
+    lpips_net: str = "alex"  # part of the evaluation protocol: alex and vgg give different numbers
+    lpips_weights_path: Optional[str] = None
+
+    def validate(self) -> None:
+        bad = [s for s in self.splits if s not in ("val", "test")]
+        if bad or not self.splits:
+            raise ValueError(f"splits: expected a non-empty subset of ['val', 'test'], got {list(self.splits)}")
+        if self.lpips_net not in ("alex", "vgg"):
+            raise ValueError(f"lpips_net: expected 'alex' or 'vgg', got {self.lpips_net!r}")
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = True
+    project: str = "reflect"
+    entity: Optional[str] = None
+    mode: str = "auto"  # auto (online with an API key, else offline) | online | offline | disabled
+
+    def validate(self) -> None:
+        if self.mode not in ("auto", "online", "offline", "disabled"):
+            raise ValueError(f"mode: expected auto|online|offline|disabled, got {self.mode!r}")
+
+
+@dataclass
+class TrainConfig:
+    profile: str = "quick"
+    seed: int = 0
+    output_dir: str = "runs/train"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile: expected one of {PROFILES}, got {self.profile!r}")
+
+
+# Settings that do not change a trial's result: excluded from its identity hash
+# (ablator's stateful/stateless split), so moving a study between machines or
+# turning tracking off never re-runs finished work.
+NON_IDENTITY_KEYS = (
+    "output_dir", "tracking", "render.backend", "trainer.accelerator", "trainer.num_workers",
+    "trainer.progress_bar", "trainer.log_every", "trainer.checkpoint_every", "trainer.sample_images",
+    "data.preload", "data.root", "data.sessions", "eval.lpips_weights_path",
+)
+
+
+def identity_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The part of the config that determines results (data is identified by its fingerprint)."""
+    from reflect.data import dataset_fingerprint
+
+    d = to_plain_dict(cfg)
+    for key in NON_IDENTITY_KEYS:
+        node = d
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    d["data_fingerprint"] = dataset_fingerprint(cfg.data)
+    return d
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    return hashlib.sha256(json.dumps(identity_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def profile_path(name: str) -> Path:
+    return PROFILE_DIR / f"{name}.yaml"
+
+
+def load_train_config(source: Optional[str | Path | dict] = None, overrides: Sequence[str] = (),
+                      extra_layers: Sequence[tuple[str, Any]] = ()) -> TrainConfig:
+    """Profile or file (or an inline mapping) + overrides → a validated TrainConfig.
+
+    Raises ConfigError naming the file/key on any problem.
+    """
+    layers: list[tuple[str, Any]] = []
+    if source is None:
+        source = "quick"
+    if isinstance(source, dict):
+        data, origin = dict(source), "config"
+    elif str(source) in PROFILES:
+        data, origin = read_yaml_mapping(profile_path(str(source))), str(profile_path(str(source)))
+    else:
+        data, origin = read_yaml_mapping(source), str(source)
+    base_profile = data.get("profile", "quick")
+    if base_profile not in PROFILES:
+        raise ConfigError(origin, f"expected one of {PROFILES}, got {base_profile!r}", "profile")
+    if origin != str(profile_path(base_profile)):
+        layers.append((str(profile_path(base_profile)), read_yaml_mapping(profile_path(base_profile))))
+    layers.append((origin, data))
+    layers.extend(extra_layers)
+    if overrides:
+        layers.append(("command line", list(overrides)))
+    return merge_into_schema(TrainConfig, layers)

@@ -1,0 +1,1 @@
+"""Lightning training of the avatar: module, data module, frame samplers."""

@@ -1,0 +1,176 @@
+"""AvatarModule: the Lightning wrapper that trains and evaluates a GaussianAvatar.
+
+Manual optimisation, because the roadmap's recipes need per-group learning
+rates, freeze windows and a discriminator with its own optimizer in one step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from reflect.config import PARAM_GROUPS, TrainConfig
+from reflect.losses import LossStack
+from reflect.losses.regularizers import knn_graph
+from reflect.metrics import LpipsMetric, psnr, ssim
+from reflect.model import GaussianAvatar
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class AvatarModule(pl.LightningModule):
+    def __init__(self, cfg: TrainConfig, init_points: Optional[np.ndarray], width: int, height: int,
+                 eval_frame_ids: Optional[dict[str, list[str]]] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.automatic_optimization = False
+        self.width, self.height = width, height
+        self.model = GaussianAvatar(
+            cfg.model, init_points, background=tuple(cfg.data.background),
+            render_backend=cfg.render.backend, eps2d=cfg.render.eps2d, seed=cfg.seed,
+        )
+        self.loss_stack = LossStack(cfg.loss, total_steps=cfg.trainer.max_steps)
+        self.needs_knn = "laplacian" in self.loss_stack.enabled_terms()
+        if self.needs_knn:
+            self.register_buffer("knn_index", knn_graph(self.model.means.detach(), cfg.loss.laplacian.k))
+        self.disc_optimizer = (
+            torch.optim.Adam(self.loss_stack.discriminator.parameters(), lr=cfg.loss.adversarial.lr, betas=(0.5, 0.999))
+            if self.loss_stack.discriminator is not None else None
+        )
+        self.lpips_metric = LpipsMetric(cfg.eval.lpips_net, cfg.eval.lpips_weights_path)
+        self.eval_frame_ids = eval_frame_ids or {}
+        # Filled during evaluation; saved in checkpoints so a resumed run keeps its whole curve.
+        self.eval_history: list[dict[str, Any]] = []
+        self.last_per_frame: dict[str, dict[str, list]] = {}
+        self.train_history: list[dict[str, float]] = []
+        self._eval_buffers: dict[str, dict[str, list]] = {}
+        self.sample_images: list[tuple[str, torch.Tensor]] = []
+
+    # --- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self):
+        groups = self.model.parameter_groups()
+        param_groups = [
+            {"params": params, "lr": self.cfg.optim.lr(name), "name": name}
+            for name, params in groups.items() if params
+        ]
+        opt = torch.optim.Adam(param_groups, eps=1e-15)
+        gamma = self.cfg.optim.final_lr_ratio ** (1.0 / max(1, self.cfg.trainer.max_steps))
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
+        return [opt], [sched]
+
+    def frozen_groups(self, step: int) -> set[str]:
+        out: set[str] = set()
+        for window in self.cfg.optim.freeze:
+            if window.active(step, self.cfg.trainer.max_steps):
+                out.update(window.groups())
+        return out
+
+    def _aux(self, out: dict) -> dict:
+        aux = {"latents": self.model.latents, "offsets": out["offsets"], "scales": out["scales"]}
+        if self.needs_knn:
+            aux["knn_index"] = self.knn_index
+        return aux
+
+    def training_step(self, batch: dict, batch_idx: int):
+        step = self.global_step
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        out = self.model(batch, self.width, self.height)
+        total, logs = self.loss_stack(out["rgb"], batch["image"], step=step, mask=batch["alpha"], aux=self._aux(out))
+        if not torch.isfinite(total):
+            raise DivergenceError(f"training loss became {total.item()} at step {step} ({logs})")
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        frozen = self.frozen_groups(step)
+        if frozen:
+            for group in opt.optimizer.param_groups:
+                if group["name"] in frozen:
+                    for p in group["params"]:
+                        p.grad = None  # Adam skips parameters without gradients: truly frozen
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        if self.disc_optimizer is not None:
+            d_loss = self.loss_stack.discriminator_loss(out["rgb"].detach(), batch["image"], step=step)
+            if d_loss is not None:
+                self.disc_optimizer.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.disc_optimizer.step()
+                logs["loss/discriminator"] = float(d_loss.detach())
+        with torch.no_grad():
+            logs["train/psnr"] = float(psnr(out["rgb"].detach().clamp(0, 1), batch["image"]).mean())
+        if step % self.cfg.trainer.log_every == 0 or step == self.cfg.trainer.max_steps - 1:
+            self.train_history.append({"step": step, **logs})
+            self.log_dict({k: v for k, v in logs.items()}, prog_bar=False, batch_size=batch["image"].shape[0])
+        self.log("loss", logs["loss/total"], prog_bar=True, batch_size=batch["image"].shape[0])
+        return total.detach()
+
+    # --- evaluation --------------------------------------------------------------------
+    def _split_name(self, dataloader_idx: int) -> str:
+        return self.cfg.eval.splits[dataloader_idx]
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_buffers = {}
+        self.sample_images = []
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        split = self._split_name(dataloader_idx)
+        out = self.model(batch, self.width, self.height)
+        pred, target, mask = out["rgb"].clamp(0, 1), batch["image"], batch["alpha"]
+        buf = self._eval_buffers.setdefault(split, {"frame_id": [], "psnr": [], "ssim": [], "psnr_masked": [],
+                                                    "ssim_masked": [], "lpips": []})
+        buf["frame_id"] += list(batch["frame_id"])
+        buf["psnr"] += psnr(pred, target).tolist()
+        buf["ssim"] += ssim(pred, target).tolist()
+        buf["psnr_masked"] += psnr(pred, target, mask=mask).tolist()
+        buf["ssim_masked"] += ssim(pred, target, mask=mask).tolist()
+        lp = self.lpips_metric(pred, target) if self.lpips_metric.available else None
+        buf["lpips"] += lp.tolist() if lp is not None else [None] * pred.shape[0]
+        if len(self.sample_images) < self.cfg.trainer.sample_images and split == self.cfg.eval.splits[0]:
+            for i in range(min(pred.shape[0], self.cfg.trainer.sample_images - len(self.sample_images))):
+                self.sample_images.append((batch["frame_id"][i], torch.cat([target[i], pred[i]], dim=2).cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        record: dict[str, Any] = {"step": int(self.global_step)}
+        for split, buf in self._eval_buffers.items():
+            for key in ("psnr", "ssim", "psnr_masked", "ssim_masked", "lpips"):
+                vals = [v for v in buf[key] if v is not None]
+                record[f"{split}/{key}"] = float(np.mean(vals)) if vals else None
+            self.last_per_frame[split] = {k: list(v) for k, v in buf.items()}
+        self.eval_history.append(record)
+        self.log_dict({k: v for k, v in record.items() if k != "step" and v is not None}, prog_bar=False)
+        first = self.cfg.eval.splits[0]
+        if record.get(f"{first}/psnr") is not None:
+            self.log(f"{first}_psnr", record[f"{first}/psnr"], prog_bar=True)
+
+    # --- checkpoint state beyond parameters --------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["reflect"] = {
+            "eval_history": self.eval_history,
+            "train_history": self.train_history,
+            "last_per_frame": self.last_per_frame,
+            "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("reflect", {})
+        self.eval_history = list(state.get("eval_history", []))
+        self.train_history = list(state.get("train_history", []))
+        self.last_per_frame = dict(state.get("last_per_frame", {}))
+        if self.disc_optimizer is not None and state.get("disc_optimizer"):
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+
+
+def windowed(history: list[dict[str, Any]], key: str, window: int) -> Optional[float]:
+    """Mean of the last ``window`` evaluations of ``key`` (the roadmap's "avg20")."""
+    vals = [h[key] for h in history if h.get(key) is not None and math.isfinite(h[key])]
+    return float(np.mean(vals[-window:])) if vals else None

@@ -1,0 +1,170 @@
+"""The Gaussian head avatar every ablation trains.
+
+canonical Gaussians (+ latent features) → DeformMLP(expression) → FLAME rigid
+head pose → rasterize the latents (``reflect.render``) → screen-space CNN → RGB.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reflect.model.config import ModelConfig
+from reflect.model.decoder import ScreenSpaceDecoder, conditioning_dims
+from reflect.model.deform import (
+    DeformMLP,
+    axis_angle_to_matrix,
+    expression_input,
+    matrix_to_quat,
+    quat_multiply,
+)
+from reflect.render import rasterization
+
+# A head-sized ellipsoid (metres, FLAME scale) for real data without points3d.ply.
+HEAD_ELLIPSOID_RADII = (0.08, 0.1, 0.09)
+
+
+def ellipsoid_surface_points(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform-ish samples on the head ellipsoid (normalised Gaussian directions)."""
+    d = torch.randn(n, 3, generator=generator)
+    d = d / d.norm(dim=-1, keepdim=True)
+    return d * torch.tensor(HEAD_ELLIPSOID_RADII)
+
+
+def choose_init_points(points: Optional[np.ndarray], n: int, seed: int) -> torch.Tensor:
+    """Pick n starting positions from the dataset's surface samples (or the ellipsoid)."""
+    g = torch.Generator().manual_seed(seed)
+    if points is None or len(points) == 0:
+        return ellipsoid_surface_points(n, g)
+    pts = torch.as_tensor(np.asarray(points), dtype=torch.float32)
+    if len(pts) >= n:
+        return pts[torch.randperm(len(pts), generator=g)[:n]]
+    idx = torch.randint(len(pts), (n,), generator=g)
+    spread = (pts.max(0).values - pts.min(0).values).norm() * 1e-3
+    return pts[idx] + torch.randn(n, 3, generator=g) * spread
+
+
+def mean_neighbour_distance(points: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Tensor:
+    """Per-point mean distance to its k nearest neighbours (chunked to bound memory)."""
+    out = []
+    for start in range(0, len(points), chunk):
+        d = torch.cdist(points[start : start + chunk], points)
+        out.append(d.topk(k + 1, largest=False).values[:, 1:].mean(-1))
+    return torch.cat(out)
+
+
+class GaussianAvatar(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        init_points: Optional[np.ndarray],
+        background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        render_backend: Optional[str] = None,
+        eps2d: float = 0.3,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.render_backend = render_backend
+        self.eps2d = eps2d
+        g = cfg.gaussians
+        means = choose_init_points(init_points, g.num_gaussians, seed)
+        nn_dist = mean_neighbour_distance(means).clamp_min(1e-5)
+        init_scale = torch.full_like(nn_dist, g.init_scale) if g.init_scale > 0 else nn_dist
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.means = nn.Parameter(means)
+        self.log_scales = nn.Parameter(torch.log(init_scale)[:, None].repeat(1, 3))
+        self.quats = nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0]).repeat(len(means), 1))
+        self.opacity_logits = nn.Parameter(torch.full((len(means),), float(np.log(g.init_opacity / (1 - g.init_opacity)))))
+        self.latents = nn.Parameter(0.1 * torch.randn(len(means), g.latent_dim, generator=gen))
+        self.deform = DeformMLP(cfg.deform, g.latent_dim) if cfg.deform.enabled else None
+        self.decoder = ScreenSpaceDecoder(cfg.decoder, in_channels=g.latent_dim + 1)
+        self.register_buffer("background", torch.tensor(background, dtype=torch.float32), persistent=False)
+
+    # --- bookkeeping -----------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named groups for per-group learning rates and freeze windows.
+
+        means/scales/rotations/opacities are the "base Gaussians" (alias ``gaussians`` in freeze windows).
+        """
+        groups = {
+            "means": [self.means],
+            "scales": [self.log_scales],
+            "rotations": [self.quats],
+            "opacities": [self.opacity_logits],
+            "latents": [self.latents],
+            "decoder": list(self.decoder.parameters()),
+        }
+        if self.deform is not None:
+            groups["deform"] = list(self.deform.parameters())
+        return groups
+
+    def count_parameters(self) -> dict[str, int]:
+        """Trainable parameters per component (the roadmap quotes costs such as '~18K for the 6th conv')."""
+        counts = {name: sum(p.numel() for p in ps) for name, ps in self.parameter_groups().items()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # --- forward ---------------------------------------------------------------------
+    def deformed_gaussians(self, batch: dict) -> dict[str, torch.Tensor]:
+        """World-space Gaussians for each frame of the batch ([B,N,...])."""
+        b = batch["expr"].shape[0]
+        means = self.means[None].expand(b, -1, -1)
+        quats = F.normalize(self.quats, dim=-1)[None].expand(b, -1, -1)
+        log_scales = self.log_scales[None].expand(b, -1, -1)
+        offsets = torch.zeros_like(means)
+        if self.deform is not None:
+            expr = expression_input(batch, self.cfg.deform.expr_dims)
+            d_pos, d_quat, d_logscale = self.deform(self.latents, self.means, expr)
+            offsets = d_pos
+            means = means + d_pos
+            quats = quat_multiply(F.normalize(d_quat, dim=-1), quats)
+            log_scales = log_scales + d_logscale
+        rot = axis_angle_to_matrix(batch["rotation"])  # FLAME global head rotation
+        world_means = means @ rot.transpose(1, 2) + batch["translation"][:, None, :]
+        world_quats = quat_multiply(matrix_to_quat(rot)[:, None, :], quats)
+        return {
+            "means": world_means,
+            "quats": world_quats,
+            "scales": torch.exp(log_scales),
+            "opacities": torch.sigmoid(self.opacity_logits),
+            "offsets": offsets,
+            "rot": rot,
+        }
+
+    def view_directions(self, batch: dict, rot: torch.Tensor) -> torch.Tensor:
+        """Unit direction from the head to the camera, in the head's own frame (pose-invariant)."""
+        rel = batch["cam_center"] - batch["translation"]
+        local = (rot.transpose(1, 2) @ rel[..., None])[..., 0]
+        return F.normalize(local, dim=-1)
+
+    def forward(self, batch: dict, width: int, height: int) -> dict[str, torch.Tensor]:
+        """Render the batch's frames at (width, height): rgb [B,3,H,W] in [0,1] plus aux tensors."""
+        s = self.cfg.decoder.sr_scale
+        if width % s or height % s:
+            raise ValueError(f"image size {width}x{height} is not divisible by model.decoder.sr_scale={s}")
+        w, h = width // s, height // s
+        gs = self.deformed_gaussians(batch)
+        ks = batch["K"].clone()
+        ks[:, :2, :] = ks[:, :2, :] / s
+        feats, alphas = [], []
+        for i in range(batch["expr"].shape[0]):  # one rasterization per frame: each has its own deformed Gaussians
+            colors, alpha, _ = rasterization(
+                gs["means"][i], gs["quats"][i], gs["scales"][i], gs["opacities"], self.latents,
+                batch["viewmat"][i : i + 1], ks[i : i + 1], w, h,
+                eps2d=self.eps2d, backend=self.render_backend,
+            )
+            feats.append(colors[0])
+            alphas.append(alpha[0])
+        feat = torch.stack(feats).permute(0, 3, 1, 2)
+        alpha = torch.stack(alphas).permute(0, 3, 1, 2)
+        e = self.cfg.decoder.expr_dims
+        expr_code = torch.cat([batch["expr"][:, :e], batch["jaw_pose"]], dim=-1)
+        assert expr_code.shape[-1] == conditioning_dims(self.cfg.decoder)
+        logits = self.decoder(torch.cat([feat, alpha], dim=1), expr_code, self.view_directions(batch, gs["rot"]))
+        full_alpha = F.interpolate(alpha, scale_factor=s, mode="bilinear", align_corners=False) if s > 1 else alpha
+        rgb = torch.sigmoid(logits) * full_alpha + self.background[None, :, None, None] * (1 - full_alpha)
+        return {"rgb": rgb, "alpha": full_alpha, "offsets": gs["offsets"], "scales": gs["scales"]}

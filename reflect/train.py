@@ -1,0 +1,70 @@
+"""``python -m reflect.train [CONFIG] [key=value ...]``: train one configuration.
+
+With no CONFIG it trains the quick profile on the embedded synthetic head;
+``data.root=PATH`` points it at a real GaussianAvatars/VHAP export;
+``trainer.max_steps=N`` shortens it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from rich.console import Console
+
+from reflect.cli_errors import exit_on_user_error
+from reflect.config import config_hash, load_train_config
+from reflect.config_loading import to_plain_dict
+from reflect.tracking import make_wandb_logger
+
+console = Console()
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m reflect.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("items", nargs="*", metavar="CONFIG|key=value",
+                   help="an optional config file or profile name (quick, full), then overrides")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    source = None
+    overrides = list(args.items)
+    if overrides and "=" not in overrides[0]:
+        source = overrides.pop(0)
+    with exit_on_user_error("reflect.train"):
+        from reflect.training import train
+
+        cfg = load_train_config(source, overrides)
+        chash = config_hash(cfg)
+        workdir = Path(cfg.output_dir) / f"{chash}-s{cfg.seed}"
+        logger = make_wandb_logger(cfg.tracking, name=f"train-{chash}-s{cfg.seed}", save_dir=workdir,
+                                   config=to_plain_dict(cfg), job_type="train", tags=[cfg.profile],
+                                   run_id=f"train-{chash}-s{cfg.seed}")
+        result = train(cfg, workdir, resume=not args.no_resume, logger=logger)
+        final = result.eval_history[-1]
+        (workdir / "metrics.json").write_text(json.dumps(
+            {"config_hash": chash, "eval_history": result.eval_history, "per_frame": result.per_frame,
+             "parameter_counts": result.parameter_counts, "lpips": result.lpips_status,
+             "wall_time_s": result.wall_time_s}, indent=2))
+        split = cfg.eval.splits[0]
+        lp = final.get(f"{split}/lpips")
+        console.print(f"[bold]{split}[/] PSNR {final[f'{split}/psnr']:.2f} dB  SSIM {final[f'{split}/ssim']:.4f}  "
+                      f"LPIPS {f'{lp:.4f}' if lp is not None else result.lpips_status}")
+        for other in cfg.eval.splits[1:]:
+            console.print(f"[bold]{other}[/] PSNR {final[f'{other}/psnr']:.2f} dB  SSIM {final[f'{other}/ssim']:.4f}")
+        console.print(f"parameters: {result.parameter_counts}")
+        console.print(f"checkpoint: {result.checkpoint}\nmetrics: {workdir / 'metrics.json'}  "
+                      f"({result.steps} steps, {result.wall_time_s:.0f} s)")
+        if logger is not None:
+            logger.experiment.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

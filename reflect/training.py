@@ -1,0 +1,140 @@
+"""Train one configuration end to end (used by ``reflect.train`` and by every ablation trial).
+
+Resumable: checkpoints go to ``<workdir>/checkpoints/last.ckpt`` and a rerun
+with the same workdir continues from there, so a killed trial loses at most
+the steps since its last checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
+
+from reflect.config import TrainConfig
+from reflect.config_loading import to_plain_dict
+from reflect.data import load_splits
+from reflect.lightning.datamodule import AvatarDataModule
+from reflect.lightning.module import AvatarModule
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run produced (everything the results store records)."""
+
+    eval_history: list[dict[str, Any]]
+    per_frame: dict[str, dict[str, list]]
+    train_history: list[dict[str, float]]
+    parameter_counts: dict[str, int]
+    checkpoint: str
+    wall_time_s: float
+    steps: int
+    lpips_status: str
+    resolution: tuple[int, int]
+    resumed_from_step: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _quiet_lightning() -> None:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
+
+
+def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger: Any = None,
+          callbacks: Sequence[Callback] = (), progress: Optional[bool] = None) -> TrainResult:
+    """Train ``cfg`` in ``workdir``; raises DatasetError / DivergenceError / LpipsUnavailable on bad input."""
+    _quiet_lightning()
+    workdir = Path(workdir)
+    ckpt_dir = workdir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+
+    splits = load_splits(cfg.data)
+    train_set = splits["train"]
+    module = AvatarModule(cfg, train_set.init_points(), train_set.width, train_set.height)
+    datamodule = AvatarDataModule(cfg, {k: splits[k] for k in ["train", *cfg.eval.splits]},
+                                  start_step=lambda: module.global_step)
+
+    last = ckpt_dir / LAST_CHECKPOINT
+    ckpt_path = _usable_checkpoint(last) if resume else None
+    show_progress = cfg.trainer.progress_bar if progress is None else progress
+    cbs: list[Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                        every_n_train_steps=cfg.trainer.checkpoint_every),
+        *callbacks,
+    ]
+    if show_progress:
+        cbs.append(RichProgressBar(leave=False))
+    trainer = pl.Trainer(
+        max_steps=cfg.trainer.max_steps,
+        val_check_interval=cfg.trainer.eval_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        logger=logger if logger is not None else False,
+        log_every_n_steps=cfg.trainer.log_every,
+        callbacks=cbs,
+        enable_progress_bar=show_progress,
+        enable_model_summary=False,
+        default_root_dir=str(workdir),
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]) if ckpt_path else 0
+    if not module.eval_history or module.eval_history[-1]["step"] != module.global_step:
+        # Always end on an evaluation of the final weights, and keep it in the checkpoint.
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        trainer.save_checkpoint(last)
+    wall = time.perf_counter() - start
+    if logger is not None:
+        _log_samples(logger, module)
+    return TrainResult(
+        eval_history=module.eval_history,
+        per_frame=module.last_per_frame,
+        train_history=module.train_history,
+        parameter_counts=module.model.count_parameters(),
+        checkpoint=str(last),
+        wall_time_s=wall,
+        steps=int(module.global_step),
+        lpips_status="available" if module.lpips_metric.available else f"unavailable: {module.lpips_metric.reason}",
+        resolution=(train_set.width, train_set.height),
+        resumed_from_step=resumed_from,
+        extra={"config": to_plain_dict(cfg)},
+    )
+
+
+def _usable_checkpoint(path: Path) -> Optional[Path]:
+    """The last checkpoint if it loads; a file truncated by a kill is set aside, not trusted."""
+    if not path.is_file():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - any unreadable checkpoint means "start over"
+        path.rename(path.with_suffix(".corrupt"))
+        return None
+    return path
+
+
+def _log_samples(logger: Any, module: AvatarModule) -> None:
+    if not module.sample_images or not hasattr(logger, "log_image"):
+        return
+    logger.log_image(
+        key="samples/target|render",
+        images=[img.permute(1, 2, 0).numpy() for _, img in module.sample_images],
+        caption=[fid for fid, _ in module.sample_images],
+        step=int(module.global_step),
+    )
