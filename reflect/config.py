@@ -154,7 +154,7 @@ class TrainConfig:
 NON_IDENTITY_KEYS = (
     "output_dir", "tracking", "render.backend", "trainer.accelerator", "trainer.num_workers",
     "trainer.progress_bar", "trainer.log_every", "trainer.checkpoint_every", "trainer.sample_images",
-    "data.preload", "data.root", "data.sessions", "eval.lpips_weights_path",
+    "data.preload", "data.root", "data.sessions", "eval.lpips_weights_path", "loss.lpips.weights_path",
 )
 
 
