@@ -1,0 +1,75 @@
+"""Typed data configuration (OmegaConf structured configs): real roots, sessions, or the synthetic head."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class SyntheticHeadConfig:
+    """Knobs of the embedded synthetic head; every field is part of its cache key and fingerprint."""
+
+    seed: int = 0
+    image_size: int = 64
+    n_train_timesteps: int = 150
+    n_test_timesteps: int = 16  # held-out timesteps at the end of the sequence (self-reenactment)
+    n_val_timesteps: int = 24  # train timesteps also rendered from the held-out frontal camera (novel view)
+    supersample: int = 3  # rays per pixel along each axis (anti-aliasing and alpha coverage)
+    rare_fraction: float = 0.07  # train timesteps replaced by extreme expressions
+    camera_distance: float = 0.8  # metres from the head centre
+    stereo_yaw_deg: float = 12.0  # the two training cameras sit at ±this yaw
+    field_of_view_m: float = 0.27  # width of the scene covered by the image at the head's distance
+
+    def validate(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size: expected an integer >= 8, got {self.image_size}")
+        if self.n_train_timesteps < 2:
+            raise ValueError(f"n_train_timesteps: expected an integer >= 2, got {self.n_train_timesteps}")
+        if self.n_test_timesteps < 1:
+            raise ValueError(f"n_test_timesteps: expected a positive integer, got {self.n_test_timesteps}")
+        if not 1 <= self.n_val_timesteps <= self.n_train_timesteps:
+            raise ValueError(f"n_val_timesteps: expected 1..n_train_timesteps ({self.n_train_timesteps}), "
+                             f"got {self.n_val_timesteps}")
+        if not 1 <= self.supersample <= 8:
+            raise ValueError(f"supersample: expected an integer in 1..8, got {self.supersample}")
+        if not 0.0 <= self.rare_fraction <= 0.5:
+            raise ValueError(f"rare_fraction: expected a value in [0, 0.5], got {self.rare_fraction}")
+        if self.camera_distance <= 0.3:
+            raise ValueError(f"camera_distance: expected metres > 0.3, got {self.camera_distance}")
+        if not 0.0 < self.stereo_yaw_deg < 60.0:
+            raise ValueError(f"stereo_yaw_deg: expected degrees in (0, 60), got {self.stereo_yaw_deg}")
+        if self.field_of_view_m <= 0.1:
+            raise ValueError(f"field_of_view_m: expected metres > 0.1, got {self.field_of_view_m}")
+
+
+@dataclass
+class SessionConfig:
+    """One capture session: its root, a display name (default: the folder name), an optional timestep allowlist."""
+
+    root: str = "???"
+    name: Optional[str] = None
+    allowlist: Optional[str] = None  # text file (one timestep per line) or JSON list; relative to the CWD
+
+    def validate(self) -> None:
+        if not self.root or self.root == "???":
+            raise ValueError(f"root: expected a dataset directory, got {self.root!r}")
+        if self.name is not None and (not self.name or "/" in self.name):
+            raise ValueError(f"name: expected a non-empty name without '/', got {self.name!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where frames come from: ``sessions`` if non-empty, else ``root``, else the synthetic head."""
+
+    root: Optional[str] = None
+    sessions: List[SessionConfig] = field(default_factory=list)
+    background: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    preload: bool = True
+    max_eval_frames: Optional[int] = None  # a deterministic, evenly spaced subset of val/test
+    synthetic: SyntheticHeadConfig = field(default_factory=SyntheticHeadConfig)
+
+    def validate(self) -> None:
+        if len(self.background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.background):
+            raise ValueError(f"background: expected three values in [0, 1], got {list(self.background)}")
+        if self.max_eval_frames is not None and self.max_eval_frames < 1:
+            raise ValueError(f"max_eval_frames: expected a positive integer or null, got {self.max_eval_frames}")

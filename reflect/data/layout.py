@@ -1,0 +1,323 @@
+"""Reader for the GaussianAvatars / VHAP "NeRF-style" export, one or several sessions at once.
+
+Metadata (transforms JSON, FLAME npz files, image/mask existence and sizes) is validated eagerly when a
+split is loaded, so a bad dataset fails before training starts with a message naming the file; images
+are decoded at load (``preload``) or on access, and a decode failure is a DatasetError naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from reflect.data.errors import DatasetError
+from reflect.data.images import image_size, read_mask, read_rgba
+from reflect.data.ply import read_ply_points
+
+SPLITS = ("train", "val", "test")
+FLAME_KEYS = {"expr": 100, "jaw_pose": 3, "eyes_pose": 6, "neck_pose": 3, "rotation": 3, "translation": 3}
+GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes (y up, looking down -z) → OpenCV
+
+
+@dataclass(frozen=True)
+class Session:
+    """A resolved session: its root, unique name and allowed timesteps (None = all)."""
+
+    root: Path
+    name: str
+    allowlist: Optional[frozenset[int]]
+
+
+@dataclass
+class _Frame:
+    session: int
+    timestep: int
+    camera: int
+    image: Path
+    mask: Optional[Path]
+    viewmat: np.ndarray
+    K: np.ndarray
+    flame: dict[str, np.ndarray]
+    frame_id: str
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found (expected a GaussianAvatars/VHAP transforms file)") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def _inside(root: Path, rel: Any, where: str) -> Path:
+    """root/rel, refusing absolute paths and '..' that leave the dataset root."""
+    if not isinstance(rel, str) or not rel:
+        raise DatasetError(f"{where}: expected a relative path string, got {rel!r}")
+    joined = os.path.normpath(os.path.join(root, rel))
+    if os.path.isabs(rel) or os.path.commonpath([os.path.normpath(root), joined]) != os.path.normpath(root):
+        raise DatasetError(f"{where}: path {rel!r} leaves the dataset root {root}")
+    return Path(joined)
+
+
+def _load_flame(path: Path, where: str, keys: dict[str, int]) -> dict[str, np.ndarray]:
+    """The FLAME parameters of one npz, flattened to float32 and size-checked."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files if k in keys}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: FLAME parameter file not found ({where})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read as .npz ({where}): {exc}") from None
+    out = {}
+    for key, size in keys.items():
+        if key not in data:
+            raise DatasetError(f"{path}: missing key '{key}' (expected {', '.join(keys)}; {where})")
+        arr = np.asarray(data[key], dtype=np.float32).reshape(-1)
+        if arr.size != size:
+            raise DatasetError(f"{path}: '{key}' has {arr.size} values, expected {size} ({where})")
+        out[key] = arr
+    return out
+
+
+def _matrix(value: Any, where: str) -> np.ndarray:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: transform_matrix must be a 4x4 array of numbers") from None
+    if m.shape != (4, 4) or not np.isfinite(m).all():
+        raise DatasetError(f"{where}: transform_matrix must be a finite 4x4 array, got shape {m.shape}")
+    if abs(np.linalg.det(m[:3, :3])) < 1e-8:
+        raise DatasetError(f"{where}: transform_matrix is singular")
+    return m
+
+
+def _intrinsics(top: dict, frame: dict, where: str) -> tuple[np.ndarray, int, int]:
+    """K and (w, h): per-frame values override the top-level ones; fl from camera_angle_* if absent."""
+    def get(key: str) -> Any:
+        return frame.get(key, top.get(key))
+
+    try:
+        w, h = int(get("w")), int(get("h"))
+        fx = get("fl_x")
+        fx = float(fx) if fx is not None else 0.5 * w / np.tan(0.5 * float(get("camera_angle_x")))
+        fy = get("fl_y")
+        fy = float(fy) if fy is not None else (
+            0.5 * h / np.tan(0.5 * float(get("camera_angle_y"))) if get("camera_angle_y") is not None else fx)
+        cx = float(get("cx")) if get("cx") is not None else w / 2.0
+        cy = float(get("cy")) if get("cy") is not None else h / 2.0
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: expected numeric intrinsics w, h and fl_x (or camera_angle_x), "
+                           "per frame or at the top level") from None
+    if w < 1 or h < 1 or fx <= 0 or fy <= 0:
+        raise DatasetError(f"{where}: expected positive w, h, fl_x, fl_y, got {w}, {h}, {fx}, {fy}")
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float32), w, h
+
+
+def read_allowlist(path: Path) -> frozenset[int]:
+    """Timesteps from a JSON list or a text file with one integer per line ('#' comments allowed)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the timestep allowlist ({exc.strerror})") from None
+    try:
+        if text.lstrip().startswith("["):
+            values = json.loads(text)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                raise ValueError("not a list of integers")
+            return frozenset(values)
+        return frozenset(int(line.split("#")[0]) for line in text.splitlines() if line.split("#")[0].strip())
+    except ValueError:
+        raise DatasetError(f"{path}: expected a JSON list of integers or one integer timestep per line") from None
+
+
+def resolve_sessions(cfg: Any) -> list[Session]:
+    """The configured roots (``sessions``, else ``root``) as absolute paths with unique names."""
+    specs = [(s.root, s.name, s.allowlist) for s in cfg.sessions] if cfg.sessions else [(cfg.root, None, None)]
+    sessions, names = [], set()
+    for i, (root, name, allow) in enumerate(specs):
+        path = Path(os.path.expanduser(str(root))).absolute()
+        if not path.is_dir():
+            raise DatasetError(f"{path}: dataset root not found (session {i}; expected a directory with "
+                               "transforms_train.json, transforms_val.json, transforms_test.json)")
+        name = name or path.name or f"s{i}"
+        if name in names:
+            name = f"{name}-{i}"
+        names.add(name)
+        allowed = read_allowlist(Path(os.path.expanduser(allow)).absolute()) if allow else None
+        sessions.append(Session(path, name, allowed))
+    return sessions
+
+
+class AvatarDataset(Dataset):
+    """The frames of one split over all sessions; items are dicts of tensors (see ``__getitem__``)."""
+
+    def __init__(self, sessions: list[Session], split: str, background: tuple[float, float, float],
+                 preload: bool = True, max_frames: Optional[int] = None) -> None:
+        self.split = split
+        self.sessions = sessions
+        self.session_names = [s.name for s in sessions]
+        self.background = torch.tensor(background, dtype=torch.float32)[:, None, None]
+        frames: list[_Frame] = []
+        size: Optional[tuple[int, int, str]] = None
+        flame_cache: dict[Path, dict[str, np.ndarray]] = {}
+        for si, session in enumerate(sessions):
+            path = session.root / f"transforms_{split}.json"
+            for frame, w, h in self._read_split(si, session, path, flame_cache):
+                if size is None:
+                    size = (w, h, f"{path} frame {frame.frame_id}")
+                elif (w, h) != size[:2]:
+                    raise DatasetError(f"{path}: frame {frame.frame_id} is {w}x{h} but {size[2]} is "
+                                       f"{size[0]}x{size[1]}; all frames of a split must share one size")
+                frames.append(frame)
+        if not frames:
+            raise DatasetError(f"split '{split}' has no frames in {', '.join(str(s.root) for s in sessions)}"
+                               " (after allowlists)")
+        ids = [f.frame_id for f in frames]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise DatasetError(f"split '{split}': frame {dup} (session/timestep/camera) appears more than once")
+        if max_frames is not None and len(frames) > max_frames:
+            keep = np.unique(np.linspace(0, len(frames) - 1, max_frames).round().astype(int))
+            frames = [frames[i] for i in keep]
+        self.frames = frames
+        self.width, self.height = size[0], size[1]
+        self.canonical_shape = _load_flame(sessions[0].root / "canonical_flame_param.npz", "canonical parameters",
+                                           {"shape": 300})["shape"]
+        self._cache: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
+        if preload:
+            self._cache = [self._decode(f) for f in frames]
+
+    def _read_split(self, si: int, session: Session, path: Path,
+                    flame_cache: dict[Path, dict[str, np.ndarray]]) -> list[tuple[_Frame, int, int]]:
+        doc = _read_json(path)
+        if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list):
+            raise DatasetError(f"{path}: expected an object with a 'frames' list")
+        out = []
+        for i, fr in enumerate(doc["frames"]):
+            where = f"{path} frame {i}"
+            if not isinstance(fr, dict):
+                raise DatasetError(f"{where}: expected an object, got {type(fr).__name__}")
+            where = f"{path} frame {i} ({fr.get('file_path', '?')})"
+            try:
+                timestep, camera = int(fr["timestep_index"]), int(fr["camera_index"])
+            except KeyError as exc:
+                raise DatasetError(f"{where}: missing '{exc.args[0]}'") from None
+            except (TypeError, ValueError):
+                raise DatasetError(f"{where}: timestep_index and camera_index must be integers") from None
+            if session.allowlist is not None and timestep not in session.allowlist:
+                continue
+            for key in ("file_path", "flame_param_path", "transform_matrix"):
+                if key not in fr:
+                    raise DatasetError(f"{where}: missing '{key}'")
+            c2w = _matrix(fr["transform_matrix"], where)
+            w2c = np.linalg.inv(c2w @ GL_TO_CV).astype(np.float32)
+            K, w, h = _intrinsics(doc, fr, where)
+            image = _inside(session.root, fr["file_path"], where)
+            mask = _inside(session.root, fr["fg_mask_path"], where) if fr.get("fg_mask_path") else None
+            for p in (image, mask):
+                if p is not None:
+                    iw, ih = image_size(p)
+                    if (iw, ih) != (w, h):
+                        raise DatasetError(f"{p}: image is {iw}x{ih}, expected {w}x{h} from {where}")
+            fp = _inside(session.root, fr["flame_param_path"], where)
+            if fp not in flame_cache:
+                flame_cache[fp] = _load_flame(fp, where, FLAME_KEYS)
+            frame_id = f"{session.name}/t{timestep:05d}/c{camera}"
+            out.append((_Frame(si, timestep, camera, image, mask, w2c, K, flame_cache[fp], frame_id), w, h))
+        return out
+
+    def _decode(self, f: _Frame) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 RGB [3,H,W] and float alpha [1,H,W]: the mask if given, else the image's alpha, else 1."""
+        rgb, alpha = read_rgba(f.image)
+        if rgb.shape[:2] != (self.height, self.width):
+            raise DatasetError(f"{f.image}: decoded {rgb.shape[1]}x{rgb.shape[0]}, expected {self.width}x{self.height}")
+        if f.mask is not None:
+            alpha = read_mask(f.mask)
+        a = torch.ones(1, self.height, self.width) if alpha is None else torch.from_numpy(alpha)[None].float() / 255.0
+        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), a
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        f = self.frames[i]
+        rgb_u8, alpha = self._cache[i] if self._cache is not None else self._decode(f)
+        image = rgb_u8.float() / 255.0 * alpha + self.background * (1 - alpha)
+        viewmat = torch.from_numpy(f.viewmat)
+        item: dict[str, Any] = {
+            "image": image, "alpha": alpha, "viewmat": viewmat, "K": torch.from_numpy(f.K),
+            "cam_center": -viewmat[:3, :3].T @ viewmat[:3, 3],
+        }
+        item.update({k: torch.from_numpy(v) for k, v in f.flame.items()})
+        item.update(session=torch.tensor(f.session), timestep=torch.tensor(f.timestep),
+                    camera=torch.tensor(f.camera), index=torch.tensor(i), frame_id=f.frame_id)
+        return item
+
+    def expression_codes(self) -> np.ndarray:
+        """[len, 109] expr | jaw_pose | eyes_pose per frame, without decoding images (for samplers)."""
+        return np.stack([np.concatenate([f.flame["expr"], f.flame["jaw_pose"], f.flame["eyes_pose"]])
+                         for f in self.frames])
+
+    def session_indices(self) -> np.ndarray:
+        return np.array([f.session for f in self.frames], dtype=np.int64)
+
+    def camera_indices(self) -> np.ndarray:
+        return np.array([f.camera for f in self.frames], dtype=np.int64)
+
+    def timestep_indices(self) -> np.ndarray:
+        return np.array([f.timestep for f in self.frames], dtype=np.int64)
+
+    def init_points(self) -> Optional[np.ndarray]:
+        """[P,3] points3d.ply of the first root (canonical head-local points), or None if it has none."""
+        path = self.sessions[0].root / "points3d.ply"
+        return read_ply_points(path) if path.is_file() else None
+
+
+def load_splits(cfg: Any) -> dict[str, AvatarDataset]:
+    """train/val/test datasets for a DataConfig; the synthetic head is generated (cached) when no root is set."""
+    if cfg.root is None and not cfg.sessions:
+        from reflect.data.synthetic import ensure_synthetic_head
+
+        sessions = [Session(ensure_synthetic_head(cfg.synthetic), "synthetic", None)]
+    else:
+        sessions = resolve_sessions(cfg)
+    bg = tuple(float(c) for c in cfg.background)
+    return {split: AvatarDataset(sessions, split, bg, preload=bool(cfg.preload),
+                                 max_frames=None if split == "train" else cfg.max_eval_frames)
+            for split in SPLITS}
+
+
+def dataset_fingerprint(cfg: Any) -> str:
+    """Short hash identifying the data: every root's transforms files and allowlists, or the synthetic parameters.
+
+    Cheap (no image decoding, no generation), so configs can be hashed before any data exists locally.
+    """
+    h = hashlib.sha256()
+    if cfg.root is None and not cfg.sessions:
+        from reflect.data.synthetic import config_key
+
+        h.update(f"synthetic:{config_key(cfg.synthetic)}".encode())
+    else:
+        for s in resolve_sessions(cfg):
+            h.update(f"session:{s.name}\n".encode())
+            for split in SPLITS:
+                path = s.root / f"transforms_{split}.json"
+                try:
+                    h.update(path.read_bytes())
+                except OSError as exc:
+                    raise DatasetError(f"{path}: cannot read ({exc.strerror}); expected a transforms file") from None
+            if s.allowlist is not None:
+                h.update(json.dumps(sorted(s.allowlist)).encode())
+    return h.hexdigest()[:12]

@@ -1,0 +1,221 @@
+"""Data layer: the GaussianAvatars/VHAP reader (values, sessions, errors) and the synthetic head generator."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reflect.data import DataConfig, SessionConfig, SyntheticHeadConfig, dataset_fingerprint, load_splits
+from reflect.data.errors import DatasetError
+from reflect.data.synthetic import (ProceduralHead, camera_rays, generate_synthetic_head, make_cameras, make_sequence,
+                                    render_frames)
+
+TINY = SyntheticHeadConfig(image_size=32, n_train_timesteps=14, n_val_timesteps=3, n_test_timesteps=2,
+                           supersample=1, rare_fraction=0.15)
+
+
+# ----------------------------------------------------------------------------------- hand-written dataset
+
+
+def _npz(path: Path, drop: Optional[str] = None, **values: Any) -> None:
+    arrays = {"expr": np.zeros((1, 100)), "jaw_pose": np.zeros((1, 3)), "eyes_pose": np.zeros((1, 6)),
+              "neck_pose": np.zeros((1, 3)), "rotation": np.zeros((1, 3)), "translation": np.zeros((1, 3)),
+              "shape": np.zeros(300)}
+    arrays.update(values)
+    arrays.pop(drop, None)
+    np.savez(path, **arrays)
+
+
+def make_dataset(root: Path, timesteps: tuple[int, ...] = (0,), frame_extra: Optional[dict] = None) -> Path:
+    """A 2x2 dataset: OpenGL camera at (0,0,1) looking at the origin, RGBA PNGs with known pixels."""
+    (root / "images").mkdir(parents=True)
+    (root / "flame_param").mkdir()
+    rgba = np.array([[[255, 0, 0, 128], [0, 255, 0, 255]], [[0, 0, 255, 0], [255, 255, 255, 255]]], np.uint8)
+    c2w = np.eye(4)
+    c2w[2, 3] = 1.0
+    for t in timesteps:
+        Image.fromarray(rgba, "RGBA").save(root / "images" / f"{t:05d}_00.png")
+        expr = np.zeros((1, 100))
+        expr[0, 0] = t
+        _npz(root / "flame_param" / f"{t:05d}.npz", expr=expr, jaw_pose=np.array([[0.1 * t, 0, 0]]))
+    _npz(root / "canonical_flame_param.npz")
+    for split in ("train", "val", "test"):
+        frames = [{"timestep_index": t, "camera_index": 0, "camera_id": "220700191",
+                   "transform_matrix": c2w.tolist(), "fl_x": 2.0, "fl_y": 3.0, "cx": 1.0, "cy": 1.0,
+                   "w": 2, "h": 2, "file_path": f"images/{t:05d}_00.png",
+                   "flame_param_path": f"flame_param/{t:05d}.npz", **(frame_extra or {})} for t in timesteps]
+        doc = {"cx": 9.0, "cy": 9.0, "fl_x": 100.0, "fl_y": 100.0, "w": 2, "h": 2,
+               "camera_angle_x": 1.0, "camera_angle_y": 1.0, "timestep_indices": list(timesteps),
+               "camera_indices": [0], "frames": frames}
+        (root / f"transforms_{split}.json").write_text(json.dumps(doc))
+    return root
+
+
+def test_opengl_to_opencv_intrinsics_and_compositing(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "d")
+    ds = load_splits(DataConfig(root=str(root), background=[0.0, 0.0, 1.0]))["train"]
+    item = ds[0]
+    origin = item["viewmat"] @ torch.tensor([0.0, 0.0, 0.0, 1.0])
+    assert torch.allclose(origin, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    up = item["viewmat"] @ torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert up[1] < 0  # world up is image up: OpenCV y points down
+    assert torch.allclose(item["cam_center"], torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.allclose(item["K"], torch.tensor([[2.0, 0, 1], [0, 3, 1], [0, 0, 1]]))  # per-frame wins
+    a = 128 / 255
+    assert torch.allclose(item["alpha"][0], torch.tensor([[a, 1.0], [0.0, 1.0]]))
+    assert torch.allclose(item["image"][:, 0, 0], torch.tensor([a, 0.0, 1 - a]))  # red over blue, half alpha
+    assert torch.allclose(item["image"][:, 1, 0], torch.tensor([0.0, 0.0, 1.0]))  # transparent → background
+    assert torch.allclose(item["image"][:, 1, 1], torch.ones(3))
+    assert item["image"].dtype == torch.float32 and item["viewmat"].dtype == torch.float32
+    assert item["frame_id"] == "d/t00000/c0" and ds.width == 2 and ds.height == 2
+    assert ds.canonical_shape.shape == (300,) and ds.init_points() is None
+
+
+def test_rgb_without_alpha_and_mask(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "d", timesteps=(0,))
+    Image.fromarray(np.full((2, 2, 3), 200, np.uint8), "RGB").save(root / "images" / "00000_00.png")
+    ds = load_splits(DataConfig(root=str(root), preload=False))["train"]
+    assert torch.equal(ds[0]["alpha"], torch.ones(1, 2, 2))
+    root = make_dataset(tmp_path / "m", frame_extra={"fg_mask_path": "mask.png"})
+    Image.fromarray(np.full((2, 2, 3), 200, np.uint8), "RGB").save(root / "images" / "00000_00.png")
+    Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8), "L").save(root / "mask.png")
+    ds = load_splits(DataConfig(root=str(root), background=[0.0, 0.0, 0.0]))["train"]
+    item = ds[0]
+    assert torch.equal(item["alpha"][0], torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert torch.allclose(item["image"][:, 0, 1], torch.full((3,), 200 / 255))
+    assert torch.equal(item["image"][:, 0, 0], torch.zeros(3))
+
+
+def test_multi_session_tags_and_allowlist(tmp_path: Path) -> None:
+    a = make_dataset(tmp_path / "a", timesteps=(0, 1, 2))
+    b = make_dataset(tmp_path / "b", timesteps=(0, 1, 2))
+    (tmp_path / "allow.txt").write_text("0\n2  # keep the ends\n\n")
+    (tmp_path / "allow.json").write_text("[1]")
+    cfg = DataConfig(sessions=[SessionConfig(root=str(a)), SessionConfig(root=str(b), name="day2",
+                                                                         allowlist=str(tmp_path / "allow.txt"))])
+    ds = load_splits(cfg)["train"]
+    assert ds.session_names == ["a", "day2"]
+    assert [ds[i]["frame_id"] for i in range(len(ds))] == [
+        "a/t00000/c0", "a/t00001/c0", "a/t00002/c0", "day2/t00000/c0", "day2/t00002/c0"]
+    assert ds.session_indices().tolist() == [0, 0, 0, 1, 1]
+    assert int(ds[4]["session"]) == 1 and int(ds[4]["timestep"]) == 2
+    codes = ds.expression_codes()
+    assert codes.shape == (5, 109) and codes[:, 0].tolist() == [0, 1, 2, 0, 2] and codes[2, 100] == pytest.approx(0.2)
+    cfg.sessions[1].allowlist = str(tmp_path / "allow.json")
+    assert len(load_splits(cfg)["train"]) == 4
+    assert dataset_fingerprint(cfg) != dataset_fingerprint(DataConfig(root=str(a)))
+    small = load_splits(DataConfig(root=str(a), max_eval_frames=2))
+    assert len(small["train"]) == 3 and [int(small["val"][i]["timestep"]) for i in range(2)] == [0, 2]
+
+
+def _corrupt_image(root: Path) -> None:
+    data = (root / "images" / "00000_00.png").read_bytes()
+    (root / "images" / "00000_00.png").write_bytes(data[: len(data) // 2])
+
+
+def _edit_frame(**kv: Any):
+    def edit(root: Path) -> None:
+        for split in ("train", "val", "test"):
+            p = root / f"transforms_{split}.json"
+            doc = json.loads(p.read_text())
+            doc["frames"][0].update(kv)
+            p.write_text(json.dumps(doc))
+    return edit
+
+
+@pytest.mark.parametrize("corrupt, match, preload", [
+    (lambda r: (r / "images" / "00000_00.png").unlink(), "00000_00.png", True),
+    (_edit_frame(transform_matrix=[[1, 0, 0], [0, 1, 0], [0, 0, 1]]), r"transforms_train\.json frame 0.*4x4", True),
+    (_corrupt_image, "00000_00.png", True),
+    (_corrupt_image, "00000_00.png", False),  # found lazily, at __getitem__
+    (_edit_frame(file_path="../../etc/passwd"), r"etc/passwd.*leaves the dataset root", True),
+    (lambda r: (r / "transforms_train.json").write_text('{"frames": [}'), r"transforms_train\.json: malformed JSON", True),
+    (lambda r: _npz(r / "flame_param" / "00000.npz", drop="jaw_pose"), r"00000\.npz: missing key 'jaw_pose'", True),
+    (lambda r: (r / "transforms_val.json").unlink(), r"transforms_val\.json: file not found", True),
+])
+def test_errors_name_the_file(tmp_path: Path, corrupt, match: str, preload: bool) -> None:
+    root = make_dataset(tmp_path / "d")
+    corrupt(root)
+    with pytest.raises(DatasetError, match=match):
+        splits = load_splits(DataConfig(root=str(root), preload=preload))
+        splits["train"][0]
+
+
+def test_mixed_sizes_rejected(tmp_path: Path) -> None:
+    a = make_dataset(tmp_path / "a")
+    b = make_dataset(tmp_path / "b", frame_extra={"w": 4, "h": 4})
+    Image.fromarray(np.zeros((4, 4, 4), np.uint8), "RGBA").save(b / "images" / "00000_00.png")
+    with pytest.raises(DatasetError, match="all frames of a split must share one size"):
+        load_splits(DataConfig(sessions=[SessionConfig(root=str(a)), SessionConfig(root=str(b))]))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="background: expected"):
+        DataConfig(background=[1.0, 2.0, 0.0]).validate()
+    with pytest.raises(ValueError, match="n_val_timesteps: expected"):
+        SyntheticHeadConfig(n_val_timesteps=500).validate()
+    with pytest.raises(ValueError, match="root: expected"):
+        SessionConfig().validate()
+
+
+# ----------------------------------------------------------------------------------- synthetic head
+
+
+def test_synthetic_deterministic(tmp_path: Path) -> None:
+    a = generate_synthetic_head(TINY, tmp_path / "a", progress=False)
+    b = generate_synthetic_head(TINY, tmp_path / "b", progress=False)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) > 40
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_synthetic_through_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFLECT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = DataConfig(synthetic=TINY)
+    splits = load_splits(cfg)
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # no temp folder left behind
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert (len(train), len(val), len(test)) == (28, 3, 4)
+    item = train[0]
+    shapes = {"image": (3, 32, 32), "alpha": (1, 32, 32), "viewmat": (4, 4), "K": (3, 3), "cam_center": (3,),
+              "expr": (100,), "jaw_pose": (3,), "eyes_pose": (6,), "neck_pose": (3,), "rotation": (3,),
+              "translation": (3,)}
+    for k, s in shapes.items():
+        assert tuple(item[k].shape) == s and item[k].dtype == torch.float32, k
+    assert 0 <= item["image"].min() and item["image"].max() <= 1
+    assert 0.1 < item["alpha"].mean() < 0.9  # a head in front of the background
+    assert torch.linalg.norm(item["cam_center"]) == pytest.approx(0.8, abs=0.02)
+    assert set(train.camera_indices()) == {0, 1} and set(val.camera_indices()) == {2}  # novel view held out
+    assert set(val.timestep_indices()) <= set(train.timestep_indices())
+    assert not set(test.timestep_indices()) & set(train.timestep_indices())  # held-out timesteps
+    codes = train.expression_codes()
+    assert (codes[:, 100] > 0.35).any() and (codes[:, 100] < 0.3).mean() > 0.8  # rare, big jaw openings
+    assert train.init_points().shape == (10000, 3) and np.abs(train.init_points()).max() < 0.2
+    assert train.canonical_shape.shape == (300,)
+    assert load_splits(cfg)["train"].frames[0].image == train.frames[0].image  # cached, not regenerated
+    fp = dataset_fingerprint(cfg)
+    assert fp == dataset_fingerprint(DataConfig(synthetic=TINY)) != dataset_fingerprint(DataConfig())
+
+
+def test_wrinkles_follow_brow_raise() -> None:
+    """Same pose, low vs high brow raise: the forehead band gets dark horizontal lines (texture, not geometry)."""
+    cfg = SyntheticHeadConfig(image_size=64, supersample=2)
+    seq = make_sequence(cfg)
+    for k in seq:
+        seq[k] = np.repeat(seq[k][:1] * 0, 2, axis=0)
+    seq["expr"][1, 1] = 2.0
+    c2ws, focal = make_cameras(cfg)
+    rays = [camera_rays(c, focal, 64, 2) for c in c2ws]
+    rgba = render_frames(ProceduralHead(0), seq, np.array([0, 1]), np.array([2, 2]), rays, 64, 2).astype(float)
+    # forehead at head-local (0, 0.066, 0.07) projects near row 32 - 0.076 * focal / 0.73
+    row = int(round(32 - 0.076 * focal / 0.73))
+    band = rgba[:, row - 3:row + 4, 27:37, :3].mean(-1)
+    assert band[1].mean() < band[0].mean() - 15  # darker on average
+    assert band[1].mean(1).std() > band[0].mean(1).std() + 5  # and striped along the rows
