@@ -50,6 +50,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
+    warnings.filterwarnings("ignore", message=r".*ModelCheckpoint with manual optimization.*")
 
 
 def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger: Any = None,
@@ -69,7 +70,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
                                   start_step=lambda: module.global_step)
 
     last = ckpt_dir / LAST_CHECKPOINT
-    ckpt_path = _usable_checkpoint(last) if resume else None
+    ckpt_path, resumed_from = _usable_checkpoint(last) if resume else (None, 0)
     show_progress = cfg.trainer.progress_bar if progress is None else progress
     cbs: list[Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
@@ -94,7 +95,6 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    resumed_from = int(torch.load(ckpt_path, map_location="cpu", weights_only=False)["global_step"]) if ckpt_path else 0
     if not module.eval_history or module.eval_history[-1]["step"] != module.global_step:
         # Always end on an evaluation of the final weights, and keep it in the checkpoint.
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -117,16 +117,16 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     )
 
 
-def _usable_checkpoint(path: Path) -> Optional[Path]:
-    """The last checkpoint if it loads; a file truncated by a kill is set aside, not trusted."""
+def _usable_checkpoint(path: Path) -> tuple[Optional[Path], int]:
+    """The last checkpoint and its step if it loads; a file truncated by a kill is set aside, not trusted."""
     if not path.is_file():
-        return None
+        return None, 0
     try:
-        torch.load(path, map_location="cpu", weights_only=False)
+        step = int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
     except Exception:  # noqa: BLE001 - any unreadable checkpoint means "start over"
         path.rename(path.with_suffix(".corrupt"))
-        return None
-    return path
+        return None, 0
+    return path, step
 
 
 def _log_samples(logger: Any, module: AvatarModule) -> None:

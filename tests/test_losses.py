@@ -305,6 +305,39 @@ def test_adversarial_term_and_discriminator_loss():
     assert LossStack(LossConfig(), total_steps=100).discriminator_loss(pred.detach(), target, step=60) is None
 
 
+def test_adversarial_losses_are_nonsaturating_by_default():
+    cfg = LossConfig()
+    assert cfg.adversarial.loss == "nonsaturating"
+    cfg.adversarial.schedule = constant(0.5)
+    cfg.adversarial.channels = 8
+    stack = LossStack(cfg, total_steps=10)
+    d = stack.discriminator
+    assert d is not None
+    d.eval()  # no spectral-norm power iteration: D is the same function on every call
+    pred, target = _image(1), _image(2)
+    _, logs = stack(pred, target, step=0)
+    with torch.no_grad():
+        fake, real = d(pred), d(target)
+    assert logs["loss/adversarial"] == pytest.approx(F.softplus(-fake).mean().item(), rel=1e-5)
+    d_loss = stack.discriminator_loss(pred, target, step=0)
+    assert d_loss is not None
+    assert d_loss.item() == pytest.approx((F.softplus(-real).mean() + F.softplus(fake).mean()).item(), rel=1e-5)
+
+
+def test_stack_total_is_the_weighted_sum_of_its_logged_terms():
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LossConfig), OmegaConf.from_dotlist([
+        "gradient_variance.schedule.value=0.3", "ffl.schedule.value=2.0", "tv.schedule.value=0.05",
+        "tv.schedule.kind=linear", "tv.schedule.start=0.5", "tv.schedule.initial=0.01"])))
+    stack = LossStack(cfg, total_steps=100)
+    assert stack.enabled_terms() == ["l1", "dssim", "edge", "gradient_variance", "ffl", "tv"]
+    total, logs = stack(_image(1), _image(2), step=75)
+    assert logs["weight/tv"] == pytest.approx(0.03)
+    terms = [k.removeprefix("weight/") for k in logs if k.startswith("weight/")]
+    assert sorted(terms) == sorted(stack.enabled_terms())
+    want = sum(logs[f"weight/{t}"] * logs[f"loss/{t}"] for t in terms)
+    assert total.item() == pytest.approx(want, rel=1e-6) and logs["loss/total"] == pytest.approx(want, rel=1e-6)
+
+
 # --- LPIPS ---------------------------------------------------------------------------------
 def test_backbone_filenames_are_torchvisions():
     assert backbone_filename("alex") == "alexnet-owt-7be5be79.pth"

@@ -32,14 +32,14 @@ class PatchDiscriminator(nn.Module):
 
 
 def generator_loss(fake_logits: Tensor, kind: str) -> Tensor:
-    """Hinge: ``−mean D(fake)``; non-saturating: ``mean softplus(−D(fake))`` (= −log σ(D(fake)))."""
-    if kind == "hinge":
-        return -fake_logits.mean()
-    return F.softplus(-fake_logits).mean()
+    """Non-saturating: ``mean softplus(−D(fake))`` (= −log σ(D(fake))); hinge: ``−mean D(fake)``."""
+    if kind == "nonsaturating":
+        return F.softplus(-fake_logits).mean()
+    return -fake_logits.mean()
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: str) -> Tensor:
-    """Hinge: ``relu(1 − D(real)) + relu(1 + D(fake))``; non-saturating: the logistic loss."""
-    if kind == "hinge":
-        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    """Non-saturating: the logistic loss ``softplus(−D(real)) + softplus(D(fake))``; hinge: ``relu(1 ∓ D)``."""
+    if kind == "nonsaturating":
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()

@@ -16,7 +16,7 @@ SCHEDULE_KINDS = ("constant", "linear", "step", "deferred_exp")
 SCHEDULE_UNITS = ("fraction", "steps")
 LPIPS_NETS = ("alex", "vgg")
 EDGE_MODES = ("grey", "rgb")
-ADVERSARIAL_LOSSES = ("hinge", "nonsaturating")
+ADVERSARIAL_LOSSES = ("nonsaturating", "hinge")
 
 
 def _within(prefix: str, check: Callable[[], None]) -> None:
@@ -189,12 +189,17 @@ class ThresholdRegConfig(TermConfig):
 
 @dataclass
 class AdversarialConfig(TermConfig):
-    """PatchGAN adversarial term; the discriminator trains with its own Adam at ``lr``."""
+    """PatchGAN adversarial term; the discriminator trains with its own Adam at ``lr``.
+
+    The default non-saturating GAN loss gives the generator ``softplus(−D(fake))``,
+    whose gradient stays large while the discriminator wins; ``hinge`` is the
+    alternative for comparison.
+    """
 
     lr: float = 2e-4
     channels: int = 64  # width of the first conv; doubled per downsampling layer
     layers: int = 3  # stride-2 convs before the 1-channel patch-logit conv
-    loss: str = "hinge"  # hinge | nonsaturating
+    loss: str = "nonsaturating"  # nonsaturating | hinge
 
     def validate(self) -> None:
         super().validate()

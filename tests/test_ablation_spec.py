@@ -1,0 +1,80 @@
+"""Ablation files: valid ones expand into arms × seeds; malformed ones give the documented error."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reflect.ablation.spec import load_ablation
+from reflect.config_loading import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+VALID = """
+name: tiny
+phase: 2
+question: Does FiLM beat concat?
+citations: ["FlashAvatar (CVPR 2024)", "Gaussian Head Avatar (CVPR 2024)"]
+base: quick
+arms:
+  concat: {model.decoder.expr_conditioning: concat}
+  film: {model.decoder.expr_conditioning: film}
+baseline: concat
+seeds: 2
+metric: {name: val/psnr, mode: max, window: 3}
+"""
+
+
+def write(tmp_path, text, name="abl.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_valid_file_expands(tmp_path):
+    abl = load_ablation(write(tmp_path, VALID), overrides=["trainer.max_steps=7"])
+    assert abl.seeds == [0, 1] and list(abl.arms) == ["concat", "film"]
+    assert abl.arms["film"].config.model.decoder.expr_conditioning == "film"
+    assert abl.arms["concat"].config.trainer.max_steps == 7  # CLI overrides reach every arm
+    assert load_ablation(write(tmp_path, VALID), seeds=[5, 9]).seeds == [5, 9]
+
+
+def test_repo_ablation_file_is_valid():
+    abl = load_ablation(ROOT / "ablations" / "film_vs_concat.yaml")
+    assert set(abl.arms) == {"none", "concat", "film"} and abl.baseline == "concat"
+    assert {a.config.model.decoder.expr_conditioning for a in abl.arms.values()} == {"none", "concat", "film"}
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("name: x\nphase: [1\n", r"YAML syntax error at line"),
+        ("", r"empty"),
+        ("- a\n- b\n", r"expected a mapping.*list"),
+        (VALID + "colour: red\n", r"colour.*unknown key|unknown key.*colour"),
+        (VALID.replace('citations: ["FlashAvatar (CVPR 2024)", "Gaussian Head Avatar (CVPR 2024)"]',
+                       'citations: ["FlashAvatar"]'), r"citations: expected at least two"),
+        (VALID.replace("baseline: concat", "baseline: nope"), r"baseline: expected one of the arms"),
+        (VALID.replace("{model.decoder.expr_conditioning: film}", "{model.decoder.expr_condition: film}"),
+         r"arms\.film\.model\.decoder\.expr_condition.*unknown key"),
+        (VALID.replace("{model.decoder.expr_conditioning: film}", "{model.decoder.expr_conditioning: sideways}"),
+         r"expr_conditioning: expected one of"),
+        (VALID.replace("phase: 2", "phase: 9"), r"phase: expected a roadmap phase"),
+        (VALID.replace("seeds: 2", "seeds: [1, 1]"), r"seeds: expected"),
+    ],
+)
+def test_malformed_files_name_file_and_key(tmp_path, text, pattern):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_ablation(path)
+    assert str(path) in str(info.value)
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    path = write(tmp_path, VALID.replace("baseline: concat", "baseline: nope"))
+    proc = subprocess.run([sys.executable, "-m", "reflect.ablate", str(path), "--dry-run"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "baseline: expected one of the arms" in proc.stderr.replace("\n", " ")

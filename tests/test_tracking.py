@@ -1,0 +1,41 @@
+"""W&B is offline without credentials, online with them, off when asked."""
+import pytest
+
+from reflect.config import TrackingConfig
+from reflect.tracking import make_wandb_logger, resolve_wandb_mode
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+
+
+def test_offline_without_api_key(no_credentials):
+    assert resolve_wandb_mode(TrackingConfig()) == "offline"
+
+
+def test_online_with_api_key_or_netrc(no_credentials, monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert resolve_wandb_mode(TrackingConfig()) == "online"
+    monkeypatch.delenv("WANDB_API_KEY")
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert resolve_wandb_mode(TrackingConfig()) == "online"
+
+
+def test_disabled_by_config_or_env(no_credentials, monkeypatch):
+    assert resolve_wandb_mode(TrackingConfig(wandb=False)) == "disabled"
+    assert make_wandb_logger(TrackingConfig(wandb=False), name="x", save_dir=None, config={}) is None
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode(TrackingConfig()) == "disabled"
+
+
+def test_offline_run_lands_on_disk(no_credentials, tmp_path):
+    logger = make_wandb_logger(TrackingConfig(), name="arm-s0", save_dir=tmp_path, config={"a": 1},
+                               group="abl", job_type="arm", tags=["phase2"], run_id="abl-arm-s0")
+    run = logger.experiment
+    run.log({"val/psnr": 20.0})
+    assert run.group == "abl" and run.job_type == "arm" and run.name == "arm-s0"
+    run.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
