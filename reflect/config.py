@@ -6,6 +6,7 @@ A config file may start from a profile with a top-level ``profile: quick|full`` 
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,8 @@ class OptimConfig:
     def validate(self) -> None:
         for name in PARAM_GROUPS:
             lr = getattr(self, f"lr_{name}")
-            if lr < 0:
-                raise ValueError(f"lr_{name}: expected a learning rate >= 0, got {lr}")
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ValueError(f"lr_{name}: expected a finite learning rate >= 0, got {lr}")
         if not 0 < self.final_lr_ratio <= 1:
             raise ValueError(f"final_lr_ratio: expected a value in (0, 1], got {self.final_lr_ratio}")
 

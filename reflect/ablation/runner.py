@@ -255,7 +255,7 @@ def worker_loop(opts: RunOptions) -> int:
     ran = 0
     while has_waiting(study):
         trial = study.ask()
-        if "fixed_params" not in trial.system_attrs:
+        if KEY_ATTR not in trial.user_attrs:
             # Another worker took the last waiting trial between our check and ask().
             study.tell(trial, state=TrialState.FAIL)
             break
@@ -302,6 +302,13 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
             proc.start()
         for proc in procs:
             proc.join()
+    crashed = [p.exitcode for p in procs if p.exitcode != 0]
+    if crashed:
+        # Trials a crashed worker held stay RUNNING in the study; the next run re-enqueues them (stale).
+        import warnings
+
+        warnings.warn(f"{len(crashed)} of {workers} worker processes exited abnormally (exit codes {crashed}); "
+                      "rerun the command to finish their trials", RuntimeWarning, stacklevel=2)
     return ablation
 
 

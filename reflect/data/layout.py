@@ -61,12 +61,27 @@ def _read_json(path: Path) -> Any:
         raise DatasetError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
 
 
-def _inside(root: Path, rel: Any, where: str) -> Path:
-    """root/rel, refusing absolute paths and '..' that leave the dataset root."""
+def allowed_bases(root: Path) -> list[str]:
+    """Folders a frame's files may live in: the root, plus the sequences a VHAP union dataset lists.
+
+    VHAP's ``combine_nerf_datasets`` (GaussianAvatars' UNION datasets) writes paths
+    ``../<sequence>/images/...`` and names those sequences in ``sequences_*.txt``.
+    """
+    bases = [os.path.normpath(root)]
+    for listing in sorted(root.glob("sequences_*.txt")):
+        for line in listing.read_text(errors="replace").splitlines():
+            name = line.strip()
+            if name and name not in (".", "..") and "/" not in name and "\\" not in name:
+                bases.append(os.path.normpath(root.parent / name))
+    return bases
+
+
+def _inside(root: Path, rel: Any, where: str, bases: list[str]) -> Path:
+    """root/rel, refusing absolute paths and '..' that leave the dataset root (or a listed sibling sequence)."""
     if not isinstance(rel, str) or not rel:
         raise DatasetError(f"{where}: expected a relative path string, got {rel!r}")
     joined = os.path.normpath(os.path.join(root, rel))
-    if os.path.isabs(rel) or os.path.commonpath([os.path.normpath(root), joined]) != os.path.normpath(root):
+    if os.path.isabs(rel) or not any(os.path.commonpath([base, joined]) == base for base in bases):
         raise DatasetError(f"{where}: path {rel!r} leaves the dataset root {root}")
     return Path(joined)
 
@@ -204,6 +219,7 @@ class AvatarDataset(Dataset):
         doc = _read_json(path)
         if not isinstance(doc, dict) or not isinstance(doc.get("frames"), list):
             raise DatasetError(f"{path}: expected an object with a 'frames' list")
+        bases = allowed_bases(session.root)
         out = []
         for i, fr in enumerate(doc["frames"]):
             where = f"{path} frame {i}"
@@ -224,14 +240,17 @@ class AvatarDataset(Dataset):
             c2w = _matrix(fr["transform_matrix"], where)
             w2c = np.linalg.inv(c2w @ GL_TO_CV).astype(np.float32)
             K, w, h = _intrinsics(doc, fr, where)
-            image = _inside(session.root, fr["file_path"], where)
-            mask = _inside(session.root, fr["fg_mask_path"], where) if fr.get("fg_mask_path") else None
+            file_path = fr["file_path"]
+            if isinstance(file_path, str) and file_path and not Path(file_path).suffix:
+                file_path += ".png"  # as GaussianAvatars does for exports that omit the extension
+            image = _inside(session.root, file_path, where, bases)
+            mask = _inside(session.root, fr["fg_mask_path"], where, bases) if fr.get("fg_mask_path") else None
             for p in (image, mask):
                 if p is not None:
                     iw, ih = image_size(p)
                     if (iw, ih) != (w, h):
                         raise DatasetError(f"{p}: image is {iw}x{ih}, expected {w}x{h} from {where}")
-            fp = _inside(session.root, fr["flame_param_path"], where)
+            fp = _inside(session.root, fr["flame_param_path"], where, bases)
             if fp not in flame_cache:
                 flame_cache[fp] = _load_flame(fp, where, FLAME_KEYS)
             frame_id = f"{session.name}/t{timestep:05d}/c{camera}"

@@ -1,0 +1,36 @@
+"""Shared test setup: tiny configs, an isolated dataset cache, W&B never online."""
+import os
+import tempfile
+
+import pytest
+
+# Before anything imports wandb or generates data: tests never touch the network or ~/.cache.
+os.environ.setdefault("REFLECT_CACHE_DIR", tempfile.mkdtemp(prefix="reflect-test-cache-"))
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_API_KEY", None)
+
+# A 32 px synthetic head with a few frames and a small avatar: seconds per training run on 2 cores.
+TINY_DATA = [
+    "data.synthetic.image_size=32",
+    "data.synthetic.n_train_timesteps=12",
+    "data.synthetic.n_val_timesteps=3",
+    "data.synthetic.n_test_timesteps=2",
+    "data.synthetic.supersample=1",
+]
+TINY = TINY_DATA + [
+    "model.gaussians.num_gaussians=400",
+    "model.decoder.channels=8",
+    "model.deform.hidden=16",
+    "trainer.batch_size=1",
+    "trainer.max_steps=6",
+    "trainer.eval_every=3",
+    "trainer.checkpoint_every=3",
+    "trainer.progress_bar=false",
+    "tracking.wandb=false",
+]
+
+
+@pytest.fixture
+def tiny_overrides():
+    return list(TINY)

@@ -1,0 +1,134 @@
+"""Running ablations end to end: store, resume, kill -9, two workers, failures, reports."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+
+from reflect.ablation.runner import RunOptions, plan_trials, run_ablation, store_for
+from reflect.ablation.study import KEY_ATTR, open_storage, open_study
+from reflect.reports.ablation import write_ablation_report
+
+from conftest import TINY
+
+ABLATION = """
+name: {name}
+phase: 2
+question: Does FiLM beat concat on the tiny head?
+citations: ["FlashAvatar (CVPR 2024)", "Gaussian Head Avatar (CVPR 2024)"]
+base: quick
+arms:
+  concat: {{model.decoder.expr_conditioning: concat}}
+  {second}
+baseline: concat
+seeds: 2
+metric: {{name: val/psnr, mode: max, window: 2}}
+expected: {{gain_db: 0.5, source: test}}
+decision: {{min_effect_db: 0.1, confidence: 0.9}}
+"""
+FILM = "film: {model.decoder.expr_conditioning: film}"
+NAN_ARM = "broken: {model.decoder.expr_conditioning: film, optim.lr_decoder: 1.0e+30}"
+
+
+def write_ablation(tmp_path, name="tiny_abl", second=FILM):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(ABLATION.format(name=name, second=second))
+    return path
+
+
+def opts_for(tmp_path, path, **kw):
+    return RunOptions(path=str(path), overrides=tuple(TINY), runs_dir=str(tmp_path / "runs"), **kw)
+
+
+def test_end_to_end_then_rerun_trains_nothing(tmp_path, monkeypatch):
+    opts = opts_for(tmp_path, write_ablation(tmp_path))
+    ablation = run_ablation(opts)
+    store = store_for(ablation, opts.runs_dir)
+    records = {r.key: r for r in store.records()}
+    assert len(records) == 4 and all(r.status == "complete" for r in records.values())
+    rec = next(iter(records.values()))
+    assert rec.windowed_metric == pytest.approx(sum(h["val/psnr"] for h in rec.eval_history[-2:]) / 2)
+    assert rec.provenance["packages"]["torch"] and rec.protocol["resolution"] == [32, 32]
+    assert len(rec.per_frame["val"]["psnr"]) == len(rec.protocol["eval_frame_ids"]["val"]) > 0
+    assert Path(rec.checkpoint).is_file()
+
+    summary = write_ablation_report(ablation, store, tmp_path / "reports")
+    film = summary["arms"]["film"]
+    assert film["n"] == 2 and film["n_paired"] == 2
+    vals = {r.seed: r.windowed_metric for r in records.values() if r.arm == "film"}
+    base = {r.seed: r.windowed_metric for r in records.values() if r.arm == "concat"}
+    assert film["delta_db"] == pytest.approx(sum(vals[s] - base[s] for s in (0, 1)) / 2)
+    assert film["verdict"] in ("better", "worse", "equivalent", "inconclusive")
+    on_disk = json.loads((tmp_path / "reports" / "tiny_abl" / "summary.json").read_text())
+    assert on_disk["arms"]["concat"]["verdict"] == "baseline"
+    assert "tiny_abl" in (tmp_path / "reports" / "tiny_abl" / "report.md").read_text()
+
+    # Rerunning the same command trains nothing.
+    import reflect.training
+
+    def no_training(*a, **k):
+        raise AssertionError("a complete trial was trained again")
+
+    monkeypatch.setattr(reflect.training, "train", no_training)
+    before = {k: r.updated_at for k, r in records.items()}
+    run_ablation(opts)
+    assert {r.key: r.updated_at for r in store.records()} == before
+
+
+def test_diverging_arm_fails_while_others_complete(tmp_path):
+    opts = opts_for(tmp_path, write_ablation(tmp_path, "nan_abl", NAN_ARM))
+    ablation = run_ablation(opts)
+    store = store_for(ablation, opts.runs_dir)
+    status = {(r.arm, r.seed): r for r in store.records()}
+    assert {k: r.status for k, r in status.items()} == {
+        ("concat", 0): "complete", ("concat", 1): "complete", ("broken", 0): "failed", ("broken", 1): "failed"}
+    assert "DivergenceError" in status[("broken", 0)].failure_reason
+    summary = write_ablation_report(ablation, store, tmp_path / "reports")
+    assert summary["arms"]["broken"]["n"] == 0 and summary["arms"]["broken"]["verdict"] == "inconclusive"
+
+
+def test_kill_after_first_trial_then_rerun_keeps_it(tmp_path):
+    path = write_ablation(tmp_path, "kill_abl")
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reflect.ablate", str(path), *TINY, "--runs-dir", str(runs),
+           "--reports-dir", str(tmp_path / "reports")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = runs / "kill_abl" / "trials"
+    deadline = time.time() + 240
+    first = None
+    while time.time() < deadline and first is None:
+        for f in trials.glob("*.json") if trials.is_dir() else []:
+            if json.loads(f.read_text()).get("status") == "complete":
+                first = f
+        time.sleep(0.2)
+    assert first is not None, "no trial completed in time"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = json.loads(first.read_text())
+
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = {f.name: json.loads(f.read_text()) for f in trials.glob("*.json")}
+    assert len(after) == 4 and all(r["status"] == "complete" for r in after.values())
+    assert after[first.name]["started_at"] == kept["started_at"]  # not redone
+    assert after[first.name]["updated_at"] == kept["updated_at"]
+
+
+def test_two_workers_never_run_the_same_trial(tmp_path):
+    opts = opts_for(tmp_path, write_ablation(tmp_path, "two_workers"))
+    ablation = run_ablation(opts, workers=2)
+    store = store_for(ablation, opts.runs_dir)
+    records = list(store.records())
+    assert len(records) == 4 and all(r.status == "complete" for r in records)
+    study = open_study(ablation.name, open_storage(None, store.root / "optuna.journal"), "maximize")
+    ran = Counter(t.user_attrs[KEY_ATTR] for t in study.get_trials()
+                  if t.state == optuna.trial.TrialState.COMPLETE)
+    assert set(ran) == {p.key for p in plan_trials(ablation)}
+    assert all(n == 1 for n in ran.values())

@@ -1,0 +1,87 @@
+"""Sweeps: validation, W&B export, a tiny Optuna search recorded in the store, pruning."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from reflect.ablation.store import ResultsStore
+from reflect.config_loading import ConfigError
+from reflect.sweep import export_wandb, load_sweep, worker
+
+from conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SWEEP = """
+name: tiny_sweep
+phase: 1
+base: quick
+space:
+  optim.lr_deform: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}
+  model.decoder.expr_conditioning: {type: categorical, choices: [concat, film]}
+sampler: {name: random, seed: 3}
+pruner: {name: none}
+n_trials: 2
+metric: {name: val/psnr, mode: max, window: 2}
+"""
+
+
+def test_repo_sweep_is_valid_and_exports_to_wandb(tmp_path):
+    spec, (base, _, _) = load_sweep(ROOT / "sweeps" / "expr_mlp_lr.yaml")
+    out = tmp_path / "wandb_sweep.yaml"
+    export_wandb(spec, base, out)
+    doc = yaml.safe_load(out.read_text())
+    assert doc["method"] == "bayes"
+    assert doc["metric"] == {"name": "val/psnr", "goal": "maximize"}
+    lr = doc["parameters"]["optim.lr_deform"]
+    assert lr["distribution"] == "log_uniform_values" and lr["min"] < 4e-5 and lr["max"] > 5e-5
+    assert "reflect.train" in doc["command"] and "${args_no_hyphens}" in doc["command"]
+
+
+def test_space_keys_must_exist(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(SWEEP.replace("optim.lr_deform", "optim.lr_deformer"))
+    with pytest.raises(ConfigError, match=r"space\.optim\.lr_deformer.*unknown key"):
+        load_sweep(path)
+
+
+def test_tiny_sweep_runs_and_rerun_reuses_the_store(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SWEEP)
+    runs = tmp_path / "runs"
+    worker(str(path), tuple(TINY), None, str(runs), 2)
+    records = list(ResultsStore(runs / "tiny_sweep").records())
+    assert len(records) == 2 and all(r.status == "complete" for r in records)
+    assert all(1e-5 <= r.overrides["optim.lr_deform"] <= 1e-3 for r in records)
+    # The study already has its trials: a rerun trains nothing and adds none.
+    worker(str(path), tuple(TINY), None, str(runs), 2)
+    assert len(list(ResultsStore(runs / "tiny_sweep").records())) == 2
+
+
+def test_cli_dry_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "reflect.sweep", str(ROOT / "sweeps" / "expr_mlp_lr.yaml"),
+                           "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "optim.lr_deform" in proc.stdout and "nothing was trained" in proc.stdout
+
+
+def test_pruned_trial_is_recorded_as_pruned(tmp_path):
+    from reflect.ablation.runner import PlannedTrial, run_trial
+    from reflect.config import config_hash, load_train_config
+    from reflect.sweep import StepPruningCallback
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SWEEP)
+    spec, _ = load_sweep(path)
+    cfg = load_train_config("quick", TINY)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1000.0))
+    trial = study.ask()
+    store = ResultsStore(tmp_path / "runs" / "tiny_sweep")
+    p = PlannedTrial("t000", 0, cfg, config_hash(cfg), {})
+    record = run_trial(spec, p, store, trial.number, callbacks=[StepPruningCallback(trial, "val/psnr")])
+    assert record.status == "pruned" and "step 3" in record.failure_reason
+    assert store.get(p.key).status == "pruned"

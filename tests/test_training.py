@@ -1,0 +1,82 @@
+"""Training the avatar: the loss goes down, resume is exact, configs fail clearly."""
+import pytest
+from pytorch_lightning.callbacks import Callback
+
+from reflect.config import config_hash, load_train_config
+from reflect.config_loading import ConfigError
+from reflect.lightning.module import DivergenceError
+from reflect.training import train
+
+
+def test_twenty_steps_at_32px_lower_the_loss(tmp_path, tiny_overrides):
+    cfg = load_train_config("quick", tiny_overrides + ["trainer.max_steps=20", "trainer.eval_every=10",
+                                                       "trainer.log_every=1"])
+    result = train(cfg, tmp_path / "run")
+    losses = [h["loss/total"] for h in result.train_history]
+    assert len(losses) == 20
+    assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5  # measured: 0.351 → 0.302
+    assert [h["step"] for h in result.eval_history] == [10, 20]
+    assert result.eval_history[-1]["val/psnr"] > result.eval_history[0]["val/psnr"] - 0.5
+    assert set(result.per_frame) == {"val", "test"}
+    assert result.lpips_status.startswith(("available", "unavailable"))
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter(Callback):
+    """Simulates a kill: dies after step ``n`` finished (the checkpoint at step 4 is on disk by then)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step >= self.n:
+            raise Crash()
+
+
+def test_resume_gives_the_same_next_step_loss(tmp_path, tiny_overrides):
+    cfg = load_train_config("quick", tiny_overrides + ["trainer.max_steps=8", "trainer.log_every=1",
+                                                       "trainer.eval_every=100", "trainer.checkpoint_every=4"])
+    straight = train(cfg, tmp_path / "straight")
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "resumed", callbacks=[CrashAfter(6)])
+    resumed = train(cfg, tmp_path / "resumed")
+    assert resumed.resumed_from_step == 4
+    want = {h["step"]: h["loss/total"] for h in straight.train_history}
+    got = {h["step"]: h["loss/total"] for h in resumed.train_history}
+    assert sorted(got) == list(range(8))
+    for step in (4, 5, 7):
+        assert got[step] == pytest.approx(want[step], rel=1e-5), step
+
+
+def test_divergence_is_reported(tmp_path, tiny_overrides):
+    # An absurd decoder learning rate overflows the weights after the first update.
+    cfg = load_train_config("quick", tiny_overrides + ["optim.lr_decoder=1e30"])
+    with pytest.raises(DivergenceError, match="loss became nan at step 1"):
+        train(cfg, tmp_path / "run")
+
+
+def test_unknown_and_bad_keys_name_the_key():
+    with pytest.raises(ConfigError, match=r"command line: model.decoder.colour: unknown key"):
+        load_train_config("quick", ["model.decoder.colour=red"])
+    with pytest.raises(ConfigError, match=r"trainer.max_steps"):
+        load_train_config("quick", ["trainer.max_steps=lots"])
+    with pytest.raises(ConfigError, match=r"render.backend: expected one of"):
+        load_train_config("quick", ["render.backend=vulkan"])
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text("profile: quick\ntrainer:\n  max_stepz: 3\n")
+    with pytest.raises(ConfigError, match=rf"{bad}.*trainer.max_stepz"):
+        load_train_config(bad)
+
+
+def test_identity_hash_ignores_tracking_and_paths(tiny_overrides):
+    a = load_train_config("quick", tiny_overrides)
+    b = load_train_config("quick", tiny_overrides + ["tracking.wandb=true", "output_dir=/elsewhere",
+                                                     "trainer.progress_bar=true"])
+    c = load_train_config("quick", tiny_overrides + ["model.decoder.expr_conditioning=film"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)
