@@ -146,6 +146,26 @@ def test_errors_name_the_file(tmp_path: Path, corrupt, match: str, preload: bool
         splits["train"][0]
 
 
+def test_vhap_union_dataset_and_extensionless_paths(tmp_path: Path) -> None:
+    """GaussianAvatars' UNION datasets point at sibling sequences (``../<seq>/...``) listed in sequences_*.txt."""
+    seq = make_dataset(tmp_path / "306_EMO-1", timesteps=(0, 1))
+    union = tmp_path / "UNION_306"
+    union.mkdir()
+    for split in ("train", "val", "test"):
+        doc = json.loads((seq / f"transforms_{split}.json").read_text())
+        for f in doc["frames"]:
+            f["file_path"] = "../306_EMO-1/" + f["file_path"][: -len(".png")]  # GaussianAvatars appends .png
+            f["flame_param_path"] = "../306_EMO-1/" + f["flame_param_path"]
+        (union / f"transforms_{split}.json").write_text(json.dumps(doc))
+    (union / "canonical_flame_param.npz").write_bytes((seq / "canonical_flame_param.npz").read_bytes())
+    with pytest.raises(DatasetError, match=r"\.\./306_EMO-1/images/00000_00\.png.*leaves the dataset root"):
+        load_splits(DataConfig(root=str(union)))  # not listed: refused
+    (union / "sequences_trainval.txt").write_text("306_EMO-1\n")
+    ds = load_splits(DataConfig(root=str(union)))["train"]
+    assert len(ds) == 2 and ds[1]["expr"][0].item() == 1.0
+    assert ds[0]["image"].shape == (3, 2, 2)
+
+
 def test_mixed_sizes_rejected(tmp_path: Path) -> None:
     a = make_dataset(tmp_path / "a")
     b = make_dataset(tmp_path / "b", frame_extra={"w": 4, "h": 4})
