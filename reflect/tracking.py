@@ -37,6 +37,8 @@ def make_wandb_logger(cfg: TrackingConfig, *, name: str, save_dir: Path, config:
     from pytorch_lightning.loggers import WandbLogger
 
     save_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "offline":
+        os.environ.setdefault("WANDB_SILENT", "true")  # no "anonymous"/sync chatter for local runs
     return WandbLogger(
         name=name, project=cfg.project, entity=cfg.entity, save_dir=str(save_dir), mode=mode,
         group=group, job_type=job_type, tags=list(tags), config=config, id=run_id, resume="allow",

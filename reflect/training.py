@@ -51,6 +51,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
     warnings.filterwarnings("ignore", message=r".*ModelCheckpoint with manual optimization.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger: Any = None,
