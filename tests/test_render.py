@@ -46,7 +46,8 @@ def run(fn, scene: Dict, **kw):
     inputs = {k: (v.clone().requires_grad_(True) if k in GRAD_KEYS else v) for k, v in scene.items()}
     img, alpha, meta = fn(**inputs, **kw)
     g = torch.Generator().manual_seed(1)
-    loss = (img * torch.rand(img.shape, generator=g)).sum() + (alpha * torch.rand(alpha.shape, generator=g)).sum()
+    w_img, w_alpha = torch.rand(img.shape, generator=g), torch.rand(alpha.shape, generator=g)
+    loss = (img * w_img.to(img.device)).sum() + (alpha * w_alpha.to(alpha.device)).sum()
     loss.backward()
     grads = {k: inputs[k].grad for k in GRAD_KEYS if k in inputs}
     return img.detach(), alpha.detach(), meta, grads
@@ -143,6 +144,37 @@ def test_opaque_gaussian_alpha_and_background() -> None:
         torch.testing.assert_close(img[0, 0, 0], torch.tensor([0.2, 0.4, 0.6]))
 
 
+def test_transmittance_stop_is_exclusive() -> None:
+    """gsplat stops a pixel before the Gaussian that would bring T to <= 1e-4 (it is not composited)."""
+    n = 6
+    means = torch.stack([torch.zeros(n), torch.zeros(n), 1.0 + 0.1 * torch.arange(n)], dim=1)
+    Ks = torch.tensor([[[200.0, 0, 4.5], [0, 200.0, 4.5], [0, 0, 1]]])  # centre of pixel (4, 4)
+    colors = torch.eye(n)
+    kw = dict(quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), scales=torch.full((n, 3), 0.02),
+              opacities=torch.full((n,), 0.95), colors=colors, viewmats=torch.eye(4)[None], Ks=Ks,
+              width=9, height=9)
+    img, alpha, _ = rasterization(means, **kw, backend="torch")
+    # T after k Gaussians is 0.05^k: 0.05, 2.5e-3, 1.25e-4, then 6.25e-6 <= 1e-4, so only three count.
+    expected = torch.tensor([0.95, 0.95 * 0.05, 0.95 * 0.05**2, 0, 0, 0])
+    torch.testing.assert_close(img[0, 4, 4], expected, atol=1e-6, rtol=1e-5)
+    assert alpha[0, 4, 4, 0].item() == pytest.approx(1 - 0.05**3, abs=1e-6)
+    img_r, alpha_r, _ = rasterization_reference(means, **kw)
+    torch.testing.assert_close(img, img_r, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(alpha, alpha_r, atol=1e-6, rtol=1e-5)
+
+
+def test_nothing_visible_gives_background_and_zero_grads() -> None:
+    scene = random_scene(20, 2, 3, seed=4)
+    scene["means"] = scene["means"].clone()
+    scene["means"][:, 2] = -5.0  # behind both cameras
+    img, alpha, meta, grads = run(torch_fn, scene)
+    assert (meta["radii"] == 0).all()
+    torch.testing.assert_close(img, scene["backgrounds"][:, None, None, :].expand_as(img))
+    assert (alpha == 0).all()
+    for k in ("means", "quats", "scales", "opacities", "colors"):
+        assert grads[k] is not None and (grads[k] == 0).all(), k
+
+
 def test_permutation_invariance() -> None:
     scene = random_scene(200, 2, 5, seed=11)
     img, alpha, _ = torch_fn(**scene)
@@ -197,12 +229,21 @@ def head_scene(n: int, size: int, d: int, device: str) -> Dict:
 @pytest.mark.parametrize("size", [64, 128])
 @pytest.mark.parametrize("d", [3, 16])
 def test_gsplat_matches_torch_on_cuda(size: int, d: int) -> None:
+    """Same images, meta and gradients from gsplat's CUDA kernels and the torch backend."""
     pytest.importorskip("gsplat")
     scene = head_scene(2000, size, d, "cuda")
+    scene["backgrounds"] = torch.rand(1, d, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     assert resolve_backend(None, torch.device("cuda")) == "gsplat"
-    img_g, a_g, meta_g = rasterization(**scene, backend="gsplat", render_mode="RGB+ED")
-    img_t, a_t, meta_t = rasterization(**scene, backend="torch", render_mode="RGB+ED")
-    assert meta_g["radii"].shape == meta_t["radii"].shape
+    img_g, a_g, meta_g, g_g = run(lambda **kw: rasterization(**kw, backend="gsplat"), scene, render_mode="RGB+ED")
+    img_t, a_t, meta_t, g_t = run(torch_fn, scene, render_mode="RGB+ED")
+    assert meta_g["backend"] == "gsplat" and meta_t["backend"] == "torch"
+    assert meta_g["radii"].shape == meta_t["radii"].shape and meta_g["radii"].dtype == meta_t["radii"].dtype
+    assert (meta_g["radii"] == meta_t["radii"]).all(-1).float().mean() > 0.99  # ceil() may flip a few
+    torch.testing.assert_close(meta_g["means2d"], meta_t["means2d"], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(meta_g["depths"], meta_t["depths"], atol=1e-5, rtol=1e-5)
     assert (img_g[..., :d] - img_t[..., :d]).abs().mean() < 1e-3
     assert (a_g - a_t).abs().mean() < 1e-3
     assert (img_g[..., d] - img_t[..., d]).abs().mean() < 1e-3  # expected depth (m)
+    for k in GRAD_KEYS:  # relative L2 error of each input's gradient
+        err = (g_g[k] - g_t[k]).norm() / g_t[k].norm().clamp(min=1e-12)
+        assert err < 0.05, (k, err.item())

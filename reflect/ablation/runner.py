@@ -167,7 +167,8 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "background": list(cfg.data.background),
         "eval_frame_ids": {s: v.get("frame_id", []) for s, v in result.per_frame.items()},
         "lpips_net": cfg.eval.lpips_net,
-        "lpips": result.lpips_status,
+        "lpips": result.lpips_status.split(":")[0],  # "available" | "unavailable"
+        "lpips_reason": result.lpips_status.partition(": ")[2] or None,
         "dataset_fingerprint": dataset_fingerprint(cfg.data),
         "render_backend": cfg.render.backend or "auto",
     }

@@ -8,7 +8,7 @@ meta)``. ``backend``: "gsplat" (CUDA kernels), "torch" (``torch_backend``, any d
 """
 from __future__ import annotations
 
-import importlib.util
+import functools
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -20,13 +20,20 @@ from .torch_backend import rasterization_torch
 BACKENDS = ("gsplat", "torch")
 
 
+@functools.lru_cache(maxsize=1)
+def _gsplat_imports() -> bool:
+    """Whether ``import gsplat`` works (cheap: gsplat builds its CUDA extension on first use)."""
+    try:
+        import gsplat  # noqa: F401
+    except Exception:  # gsplat's import can fail in many ways; any failure means "use torch"
+        return False
+    return True
+
+
 def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     """The backend a call would use: explicit choice, or gsplat only where it can run."""
     if backend is None:
-        usable = (
-            device.type == "cuda" and torch.cuda.is_available()
-            and importlib.util.find_spec("gsplat") is not None
-        )
+        usable = device.type == "cuda" and torch.cuda.is_available() and _gsplat_imports()
         return "gsplat" if usable else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown render backend {backend!r}; expected one of {BACKENDS} or None (auto)")

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 
-def rasterization_gsplat(*args: Any, **kwargs: Any) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
+def rasterization_gsplat(means: Tensor, *args: Any, **kwargs: Any) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
     """Call ``gsplat.rasterization`` with the same arguments; ``meta["backend"] = "gsplat"``.
 
     ``packed`` defaults to False so ``meta`` has the dense [C, N, ...] layout the torch backend
@@ -19,11 +19,13 @@ def rasterization_gsplat(*args: Any, **kwargs: Any) -> Tuple[Tensor, Tensor, Dic
     """
     if not torch.cuda.is_available():
         raise RuntimeError("render backend 'gsplat' needs CUDA (gsplat's kernels are CUDA-only); use backend='torch'")
+    if means.device.type != "cuda":
+        raise RuntimeError(f"render backend 'gsplat' needs CUDA tensors, got means on {means.device}")
     try:
         import gsplat
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError(f"render backend 'gsplat' is unavailable: cannot import gsplat ({exc})") from exc
     kwargs.setdefault("packed", False)
-    colors, alphas, meta = gsplat.rasterization(*args, **kwargs)
+    colors, alphas, meta = gsplat.rasterization(means, *args, **kwargs)
     meta["backend"] = "gsplat"
     return colors, alphas, meta

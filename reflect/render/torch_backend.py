@@ -65,12 +65,39 @@ def check_torch_kwargs(kwargs: Dict[str, Any]) -> Tuple[float, Optional[Tensor]]
     return radius_clip, covars
 
 
-def _stable_argsort(keys: Tensor) -> Tensor:
-    """Stable argsort; on CPU numpy's is ~30x faster than torch.sort(stable=True) on these keys."""
-    if keys.device.type == "cpu":
-        small = keys.numpy().astype(np.int32 if keys.numel() and int(keys.max()) < 2**31 else np.int64)
-        return torch.from_numpy(np.argsort(small, kind="stable"))
-    return torch.sort(keys, stable=True)[1]
+def _take(x: Tensor, idx: Tensor) -> Tensor:
+    """``x[idx]`` along dim 0; index_select is several times faster than advanced indexing on CPU."""
+    return torch.index_select(x, 0, idx)
+
+
+def _nonzero(mask: Tensor) -> Tensor:
+    """Indices of the True entries of a 1-D mask (numpy's is ~5x faster than torch.nonzero on CPU)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return torch.nonzero(mask).squeeze(1)
+
+
+def _stable_argsort(keys: Tensor, bound: int) -> Tensor:
+    """Stable argsort of non-negative integer keys < ``bound``.
+
+    On CPU: numpy radix-sorts 16-bit keys, so keys < 2**32 take one or two 16-bit passes (LSD),
+    ~3-10x faster than a comparison sort.
+    """
+    if keys.device.type != "cpu" or bound > 1 << 32:
+        return torch.sort(keys, stable=True)[1]
+    k = keys.numpy()
+    order = np.argsort(k.astype(np.uint16), kind="stable")  # low 16 bits (astype wraps)
+    if bound > 1 << 16:
+        order = order[np.argsort((k[order] >> 16).astype(np.uint16), kind="stable")]
+    return torch.from_numpy(order)
+
+
+def _expand(counts: Tensor, total: int) -> Tuple[Tensor, Tensor]:
+    """Enumerate ``counts[i]`` items per segment i: each item's segment and position in it."""
+    dev = counts.device
+    seg = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=total)
+    pos = torch.arange(total, device=dev) - _take(torch.cumsum(counts, 0) - counts, seg)
+    return seg, pos
 
 
 def _row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
@@ -79,80 +106,101 @@ def _row_pointers(sorted_rows: Tensor, n_rows: int) -> Tensor:
     return torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
 
 
-def _take(x: Tensor, idx: Tensor) -> Tensor:
-    """``x[idx]`` along dim 0; index_select is several times faster than advanced indexing on CPU."""
-    return torch.index_select(x, 0, idx)
+def _segment_last(values: Tensor, crow: Tensor, empty: float) -> Tensor:
+    """Last value of each CSR segment (``empty`` for empty segments)."""
+    padded = torch.cat([values, values.new_full((1,), empty)])
+    idx = torch.where(crow[1:] > crow[:-1], crow[1:] - 1, values.numel())
+    return _take(padded, idx)
 
 
 class _Pairs(NamedTuple):
-    """Composited (Gaussian, pixel) pairs sorted by (camera, pixel, depth)."""
+    """The (Gaussian, pixel) pairs gsplat's kernel composites, sorted by (camera, pixel, depth).
 
-    pix: Tensor  # flat C*H*W pixel index
-    crow: Tensor  # CSR row pointers over pixels [C*H*W + 1]
-    owner: Tensor  # index into ``flat`` (visible Gaussians, depth order)
-    flat: Tensor  # [G] flat C*N index of each visible Gaussian
-    dx: Tensor  # mean - pixel centre
-    dy: Tensor
-    raw: Tensor  # opacity·exp(-sigma), before the 0.999 clamp
-    alpha: Tensor
-    logt: Tensor  # log(1 - alpha), float64
-    trans: Tensor  # transmittance in front of the pair
-    enum_pos: Tensor  # position in the Gaussian-major enumeration (recovers that order)
-    n_enum: int
+    Pairs are enumerated per bounding-box row of each visible Gaussian ("rows"); the per-row
+    quantities let the backward reduce pair gradients per row before touching Gaussians.
+    """
+
+    pix: Tensor  # [F] flat C*H*W pixel index
+    crow: Tensor  # [C*H*W + 1] CSR row pointers over pixels
+    row: Tensor  # [F] enumeration row of each pair
+    u: Tensor  # [F] dx - the row's vertex dx*, where dx = mean.x - pixel centre.x
+    raw: Tensor  # [F] opacity·exp(-sigma), before the 0.999 clamp
+    alpha: Tensor  # [F]
+    trans: Tensor  # [F] transmittance in front of the pair
+    log_tfinal: Tensor  # [C*H*W] log of the final transmittance (float64)
+    enum_rank: Tensor  # [F] rank of each pair in Gaussian-major enumeration order (for W^T)
+    row_gauss: Tensor  # [R] index into ``flat`` of each row's Gaussian
+    row_dy: Tensor  # [R] mean.y - pixel centre.y
+    row_vertex: Tensor  # [R] dx* = -b·dy/a, where sigma is smallest along the row
+    flat: Tensor  # [G] flat C*N index of each visible Gaussian, depth order per camera
 
 
 def _contributing_pairs(
     means2d: Tensor, conics: Tensor, opacities: Tensor, valid: Tensor, depths: Tensor, width: int, height: int
 ) -> _Pairs:
-    """Enumerate pixels in each visible Gaussian's exact alpha>=1/255 ellipse bounding box, then
-    keep the pairs gsplat's kernel composites (alpha threshold, 1e-4 transmittance stop)."""
+    """Enumerate, per row of each visible Gaussian, the pixel span of its alpha >= 1/255 ellipse,
+    then keep the pairs gsplat's kernel composites (alpha threshold, 1e-4 transmittance stop)."""
     C, N = valid.shape
-    HW = width * height
-    dev = means2d.device
+    HW, n_pix = width * height, C * width * height
+    dev, dtype = means2d.device, means2d.dtype
     # Visible Gaussians, camera-major and front-to-back within a camera.
     order = torch.argsort(torch.where(valid, depths, torch.full_like(depths, math.inf)), dim=1)
     take = torch.arange(N, device=dev)[None, :] < valid.sum(1, keepdim=True)
     cam = torch.arange(C, device=dev)[:, None].expand(C, N)[take]
-    flat = cam * N + order[take]  # [G] index into C*N
-    m = _take(means2d.reshape(-1, 2), flat)
-    con = _take(conics.reshape(-1, 3), flat)
-    op = _take(opacities.reshape(-1), flat)
-    ext = alpha_extent(op) * (1 + 1e-4) + 1e-4  # tiny safety margin; the exact test is below
-    det = con[:, 0] * con[:, 2] - con[:, 1] ** 2
-    rx = ext * torch.sqrt((con[:, 2] / det).clamp(min=0))
-    ry = ext * torch.sqrt((con[:, 0] / det).clamp(min=0))
-    x0 = torch.ceil(m[:, 0] - rx - 0.5).clamp(0, width)
-    x1 = torch.floor(m[:, 0] + rx - 0.5).clamp(-1, width - 1)
-    y0 = torch.ceil(m[:, 1] - ry - 0.5).clamp(0, height)
-    y1 = torch.floor(m[:, 1] + ry - 0.5).clamp(-1, height - 1)
-    nx = (x1 - x0 + 1).clamp(min=0).long()
-    counts = nx * (y1 - y0 + 1).clamp(min=0).long()
-    total = int(counts.sum())
-    owner = torch.repeat_interleave(torch.arange(flat.numel(), device=dev), counts, output_size=total)
-    local = torch.arange(total, device=dev) - _take(torch.cumsum(counts, 0) - counts, owner)
-    row = torch.div(local, _take(nx, owner), rounding_mode="floor")
-    colr = local - row * _take(nx, owner)
-    pix = _take(cam * HW + y0.long() * width + x0.long(), owner) + row * width + colr
-    dx = _take(m[:, 0] - x0 - 0.5, owner) - colr.to(m.dtype)
-    dy = _take(m[:, 1] - y0 - 0.5, owner) - row.to(m.dtype)
-    sigma = 0.5 * (_take(con[:, 0], owner) * dx * dx + _take(con[:, 2], owner) * dy * dy)
-    sigma = sigma + _take(con[:, 1], owner) * dx * dy
-    raw = _take(op, owner) * torch.exp(-sigma)
-    keep = torch.nonzero((sigma >= 0) & (raw >= ALPHA_THRESHOLD)).squeeze(1)
+    flat = cam * N + order[take]  # [G]
+    # Per-Gaussian ellipse {sigma <= ln(255·opacity)} (float64, small margin; exact test below).
+    per_g = torch.cat([means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.reshape(-1, 1)], 1)
+    mx, my, a, b, c, op = _take(per_g, flat).double().unbind(1)
+    s2 = 2.0 * torch.log(op * 255.0).clamp(min=0.0) * (1 + 1e-4) + 2e-4  # 2·sigma limit
+    det = a * c - b * b
+    ry = torch.sqrt(s2 * a / det)
+    y0 = torch.ceil(my - ry - 0.5).clamp(0, height)
+    ny = (torch.floor(my + ry - 0.5).clamp(-1, height - 1) - y0 + 1).clamp(min=0).long()
+    row_g, row_i = _expand(ny, int(ny.sum()))
+    # Rows: exact x-span of the ellipse in each pixel row.
+    ga, gb, gc, gs2, gdet = (_take(t, row_g) for t in (a, b, c, s2, det))
+    y = _take(y0, row_g) + row_i
+    dy = _take(my, row_g) - (y + 0.5)
+    disc = gs2 * ga - gdet * dy * dy
+    half = torch.sqrt(disc.clamp(min=0)) / ga
+    centre = _take(mx, row_g) - 0.5 + gb * dy / ga
+    x0 = torch.ceil(centre - half - 1e-3).clamp(0, width)
+    nx = torch.where(disc >= 0, torch.floor(centre + half + 1e-3).clamp(-1, width - 1) - x0 + 1, 0.0)
+    nx = nx.clamp(min=0).long()
+    row_pix = _take(cam, row_g) * HW + y.long() * width + x0.long()
+    # Along a row sigma = k2·u² + kmin with u = dx - dx*, dx* = -b·dy/a the row's vertex, so
+    # raw = amp·exp(-k2·u²) with amp = opacity·exp(-kmin): three gathers per pair.
+    kmin = 0.5 * gdet * dy * dy / ga
+    k2, u0 = (0.5 * ga).to(dtype), (centre - x0).to(dtype)  # u = u0 - column
+    amp = (_take(op, row_g) * torch.exp(-kmin)).to(dtype)
+    # Pairs, Gaussian-major (front to back), then the exact alpha test.
+    prow, col = _expand(nx, int(nx.sum()))
+    pix = _take(row_pix, prow) + col
+    u = _take(u0, prow) - col.to(dtype)
+    raw = _take(amp, prow) * torch.exp(-_take(k2, prow) * u * u)
+    keep = _nonzero(raw >= ALPHA_THRESHOLD)  # sigma >= 0 holds by construction
     # Group by pixel; the stable sort keeps the front-to-back order inside each pixel.
-    perm = _take(keep, _stable_argsort(_take(pix, keep)))
-    spix, sraw = _take(pix, perm), _take(raw, perm)
-    logt = torch.log1p(-sraw.clamp(max=MAX_ALPHA).double())  # float64: the cumsum spans all pixels
-    excl = torch.cumsum(logt, 0) - logt
-    excl = excl - _take(excl, _take(_row_pointers(spix, C * HW), spix))
-    alive = torch.nonzero(excl + logt > math.log(T_STOP)).squeeze(1)  # next T stays above 1e-4
-    final = _take(perm, alive)
-    pix, raw = _take(spix, alive), _take(sraw, alive)
+    kpix = _take(pix, keep)
+    srt = _stable_argsort(kpix, n_pix)
+    sel, spix = _take(keep, srt), _take(kpix, srt)
+    sraw = _take(raw, sel)
+    logt = torch.log1p(-sraw.clamp(max=MAX_ALPHA)).double()  # float64: the cumsum spans all pixels
+    cs = torch.cumsum(logt, 0)
+    before = _take(torch.cat([cs.new_zeros(1), cs]), _row_pointers(spix, n_pix)[:-1])
+    incl = cs - _take(before, spix)  # log T behind each pair, within its pixel
+    alive = _nonzero(incl > math.log(T_STOP))  # gsplat stops before next_T <= 1e-4
+    final = _take(sel, alive)
+    pix, raw, incl = _take(spix, alive), _take(sraw, alive), _take(incl, alive)
+    crow = _row_pointers(pix, n_pix)
+    # Rank of each pair in the Gaussian-major enumeration (counting sort over kept positions).
+    kept_pos = _take(srt, alive)
+    mark = torch.zeros(keep.numel(), dtype=torch.bool, device=dev).index_fill_(0, kept_pos, True)
+    rank = torch.cumsum(mark, 0) - 1
     return _Pairs(
-        pix=pix, crow=_row_pointers(pix, C * HW), owner=_take(owner, final), flat=flat,
-        dx=_take(dx, final), dy=_take(dy, final), raw=raw, alpha=raw.clamp(max=MAX_ALPHA),
-        logt=_take(logt, alive), trans=torch.exp(_take(excl, alive)).to(means2d.dtype),
-        enum_pos=final, n_enum=total,
+        pix=pix, crow=crow, row=_take(prow, final), u=_take(u, final), raw=raw,
+        alpha=raw.clamp(max=MAX_ALPHA), trans=torch.exp((incl - _take(logt, alive)).to(dtype)),
+        log_tfinal=_segment_last(incl, crow, 0.0), enum_rank=_take(rank, kept_pos),
+        row_gauss=row_g, row_dy=dy.to(dtype), row_vertex=(-gb * dy / ga).to(dtype), flat=flat,
     )
 
 
@@ -206,18 +254,17 @@ class _SparseComposite(torch.autograd.Function):
         C, N = valid.shape
         n_pix = C * width * height
         pr = _contributing_pairs(means2d, conics, opacities, valid, depths, width, height)
-        gflat = _take(pr.flat, pr.owner)
         fmat = feats.reshape(-1, feats.shape[-1])
-        col = gflat % N if feats.dim() == 2 else gflat
+        gauss_col = pr.flat % N if feats.dim() == 2 else pr.flat  # feature row of each visible Gaussian
+        col = _take(_take(gauss_col, pr.row_gauss), pr.row)
         weights = pr.alpha * pr.trans
         image = _csr(pr.crow, col, weights.to(fmat.dtype), (n_pix, fmat.shape[0])) @ fmat
-        log_tf = torch.zeros(n_pix, dtype=torch.float64, device=feats.device).index_add_(0, pr.pix, pr.logt)
-        t_final = torch.exp(log_tf).to(means2d.dtype)
+        t_final = torch.exp(pr.log_tfinal).to(means2d.dtype)
         ctx.save_for_backward(
-            pr.pix, pr.crow, pr.owner, pr.flat, gflat, col, pr.dx, pr.dy, pr.raw, pr.alpha, pr.trans,
-            weights, t_final, pr.enum_pos, conics, opacities, fmat,
+            pr.pix, pr.crow, pr.row, pr.u, pr.raw, pr.alpha, pr.trans, weights, t_final, pr.enum_rank,
+            pr.row_gauss, pr.row_dy, pr.row_vertex, pr.flat, gauss_col, col, conics, opacities, fmat,
         )
-        ctx.meta = (means2d.shape, feats.shape, n_pix, pr.n_enum)
+        ctx.shapes = (means2d.shape, feats.shape, n_pix)
         return image.reshape(C, height, width, -1), t_final.reshape(C, height, width, 1)
 
     @staticmethod
@@ -227,45 +274,42 @@ class _SparseComposite(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx: Any, g_image: Tensor, g_trans: Tensor) -> Tuple[Optional[Tensor], ...]:
-        (pix, crow, owner, flat, gflat, col, dx, dy, raw, alpha, trans, weights, t_final, enum_pos,
-         conics, opacities, fmat) = ctx.saved_tensors
-        m_shape, f_shape, n_pix, n_enum = ctx.meta
-        g_img = g_image.reshape(n_pix, -1).contiguous()
-        # Features: dL/dF = W^T G, as a CSR product over pairs in Gaussian-major order.
-        mark = torch.full((n_enum,), -1, dtype=torch.long, device=pix.device)
-        mark[enum_pos] = torch.arange(pix.numel(), device=pix.device)
-        by_owner = _take(mark, torch.nonzero(mark >= 0).squeeze(1))
-        n_vis = flat.numel()
-        w_t = _csr(
-            _row_pointers(_take(owner, by_owner), n_vis), _take(pix, by_owner),
-            _take(weights, by_owner).to(g_img.dtype), (n_vis, n_pix),
-        )
-        f_col = flat % fmat.shape[0] if fmat.shape[0] < m_shape[0] * m_shape[1] else flat
-        g_feats = torch.zeros_like(fmat).index_add_(0, f_col, (w_t @ g_img).to(fmat.dtype)).reshape(f_shape)
+        (pix, crow, row, u, raw, alpha, trans, weights, t_final, enum_rank, row_gauss, row_dy, vertex, flat,
+         gauss_col, col, conics, opacities, fmat) = ctx.saved_tensors
+        m_shape, f_shape, n_pix = ctx.shapes
+        g_img = g_image.reshape(n_pix, -1).to(fmat.dtype).contiguous()
+        g_feats = None
+        if ctx.needs_input_grad[3]:  # dL/dF = W^T G, W^T as CSR in Gaussian-major pair order
+            g_pix = torch.empty_like(pix).index_copy_(0, enum_rank, pix)
+            g_w = torch.empty_like(weights).index_copy_(0, enum_rank, weights)
+            g_row = _take(row_gauss, torch.empty_like(row).index_copy_(0, enum_rank, row))
+            w_t = _csr(_row_pointers(g_row, flat.numel()), g_pix, g_w.to(fmat.dtype), (flat.numel(), n_pix))
+            g_feats = torch.zeros_like(fmat).index_add_(0, gauss_col, w_t @ g_img).reshape(f_shape)
         # dL/dw per pair: sampled dense-dense product <G[pix], F[col]>.
-        pattern = _csr(crow, col, weights.to(g_img.dtype), (n_pix, fmat.shape[0]))
-        g_w = torch.sparse.sampled_addmm(pattern, g_img, fmat.to(g_img.dtype).t(), beta=0.0).values()
-        g_w = g_w.to(alpha.dtype)
-        s = (g_w * weights).double()
-        incl = torch.cumsum(s, 0)
-        seg_total = torch.zeros(n_pix, dtype=s.dtype, device=s.device).index_add_(0, pix, s)
-        after = (_take(seg_total, pix) - incl + _take(incl - s, _take(crow, pix))).to(alpha.dtype)
+        pattern = _csr(crow, col, weights.to(fmat.dtype), (n_pix, fmat.shape[0]))
+        g_w = torch.sparse.sampled_addmm(pattern, g_img, fmat.t(), beta=0.0).values().to(alpha.dtype)
+        cs = torch.cumsum((g_w * weights).double(), 0)
+        seg_end = _take(torch.cat([cs.new_zeros(1), cs]), crow[1:])
+        after = (_take(seg_end, pix) - cs).to(alpha.dtype)  # sum over the pairs behind, same pixel
         tail = _take(g_trans.reshape(n_pix) * t_final, pix)
         g_alpha = trans * g_w - (after + tail) / (1.0 - alpha)
-        g_raw = torch.where(raw <= MAX_ALPHA, g_alpha, torch.zeros_like(g_alpha))
-        g_sigma = -g_raw * raw
-        con = _take(conics.reshape(-1, 3), gflat)
-        per_pair = (
-            g_sigma * (con[:, 0] * dx + con[:, 1] * dy),
-            g_sigma * (con[:, 2] * dy + con[:, 1] * dx),
-            0.5 * g_sigma * dx * dx,
-            g_sigma * dx * dy,
-            0.5 * g_sigma * dy * dy,
-            g_raw * raw / _take(opacities.reshape(-1), gflat),
-        )
+        g_sigma = torch.where(raw <= MAX_ALPHA, g_alpha * -raw, torch.zeros_like(g_alpha))
+        # Reduce per row (shared Gaussian, dy and vertex v; dx = u + v): sums of g_sigma·u^k, k = 0..2.
+        n_rows = row_gauss.numel()
+        g_sigma_u = g_sigma * u
+        t0, t1, t2 = (torch.zeros(n_rows, dtype=g.dtype, device=g.device).index_add_(0, row, g)
+                      for g in (g_sigma, g_sigma_u, g_sigma_u * u))
+        s0, s1, s2 = t0, t1 + vertex * t0, t2 + vertex * (2.0 * t1 + vertex * t0)  # sums of g_sigma·dx^k
+        rflat = _take(flat, row_gauss)
+        a, b, c = _take(conics.reshape(-1, 3), rflat).unbind(1)
+        dy = row_dy
+        per_row = torch.stack([
+            a * s1 + b * dy * s0, c * dy * s0 + b * s1,  # means2d: dsigma/dm = (a dx + b dy, c dy + b dx)
+            0.5 * s2, dy * s1, 0.5 * dy * dy * s0,  # conics: dsigma/d(a, b, c) = (dx²/2, dx dy, dy²/2)
+            -s0 / _take(opacities.reshape(-1), rflat),  # opacity: d raw / d o = raw / o
+        ], dim=1)
         n_flat = m_shape[0] * m_shape[1]
-        grads = torch.stack([torch.zeros(n_flat, dtype=g.dtype, device=g.device).index_add_(0, gflat, g)
-                             for g in per_pair], dim=-1).reshape(m_shape[0], m_shape[1], 6)
+        grads = per_row.new_zeros(n_flat, 6).index_add_(0, rflat, per_row).reshape(m_shape[0], m_shape[1], 6)
         return grads[..., :2], grads[..., 2:5], grads[..., 5], g_feats, None, None, None, None
 
 
