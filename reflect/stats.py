@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -56,3 +56,9 @@ def verdict(delta_ci: Optional[tuple[float, float]], min_effect: float, mode: st
 def paired_deltas(arm: dict[int, float], baseline: dict[int, float]) -> list[float]:
     """Per-seed differences on the seeds both arms completed."""
     return [arm[s] - baseline[s] for s in sorted(set(arm) & set(baseline))]
+
+
+def windowed(history: list[dict[str, Any]], key: str, window: int) -> Optional[float]:
+    """Mean of the last ``window`` evaluations of ``key`` (the roadmap's "avg20")."""
+    vals = [h[key] for h in history if h.get(key) is not None and math.isfinite(h[key])]
+    return float(np.mean(vals[-window:])) if vals else None

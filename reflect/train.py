@@ -52,12 +52,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             {"config_hash": chash, "eval_history": result.eval_history, "per_frame": result.per_frame,
              "parameter_counts": result.parameter_counts, "lpips": result.lpips_status,
              "wall_time_s": result.wall_time_s}, indent=2))
-        split = cfg.eval.splits[0]
-        lp = final.get(f"{split}/lpips")
-        console.print(f"[bold]{split}[/] PSNR {final[f'{split}/psnr']:.2f} dB  SSIM {final[f'{split}/ssim']:.4f}  "
-                      f"LPIPS {f'{lp:.4f}' if lp is not None else result.lpips_status}")
-        for other in cfg.eval.splits[1:]:
-            console.print(f"[bold]{other}[/] PSNR {final[f'{other}/psnr']:.2f} dB  SSIM {final[f'{other}/ssim']:.4f}")
+        for i, split in enumerate(cfg.eval.splits):
+            lp = final.get(f"{split}/lpips")
+            line = f"[bold]{split}[/] PSNR {final[f'{split}/psnr']:.2f} dB  SSIM {final[f'{split}/ssim']:.4f}"
+            if i == 0:
+                line += f"  LPIPS {f'{lp:.4f}' if lp is not None else result.lpips_status}"
+            regions = sorted(k for k in final if k.startswith(f"{split}/psnr_") and k != f"{split}/psnr_masked")
+            for key in regions:  # region scores the dataset provides, e.g. the synthetic head's wrinkles
+                if final[key] is not None:
+                    line += f"  {key.split('/psnr_')[1]} PSNR {final[key]:.2f} dB"
+            console.print(line)
         console.print(f"parameters: {result.parameter_counts}")
         console.print(f"checkpoint: {result.checkpoint}\nmetrics: {workdir / 'metrics.json'}  "
                       f"({result.steps} steps, {result.wall_time_s:.0f} s)")

@@ -66,9 +66,17 @@ def test_end_to_end_then_rerun_trains_nothing(tmp_path, monkeypatch):
     base = {r.seed: r.windowed_metric for r in records.values() if r.arm == "concat"}
     assert film["delta_db"] == pytest.approx(sum(vals[s] - base[s] for s in (0, 1)) / 2)
     assert film["verdict"] in ("better", "worse", "equivalent", "inconclusive")
+    # context metrics: the synthetic head's wrinkle region, windowed like the decision metric
+    wr = {a: {r.seed: sum(h["val/psnr_wrinkles"] for h in r.eval_history[-2:]) / 2
+              for r in records.values() if r.arm == a} for a in ("film", "concat")}
+    other = film["other_metrics"]["val/psnr_wrinkles"]
+    assert other["n"] == 2 and other["mean"] == pytest.approx(sum(wr["film"].values()) / 2)
+    assert other["delta"] == pytest.approx(sum(wr["film"][s] - wr["concat"][s] for s in (0, 1)) / 2)
+    assert "val/psnr" not in film["other_metrics"] and "test/psnr" in film["other_metrics"]
     on_disk = json.loads((tmp_path / "reports" / "tiny_abl" / "summary.json").read_text())
     assert on_disk["arms"]["concat"]["verdict"] == "baseline"
-    assert "tiny_abl" in (tmp_path / "reports" / "tiny_abl" / "report.md").read_text()
+    report = (tmp_path / "reports" / "tiny_abl" / "report.md").read_text()
+    assert "tiny_abl" in report and "| `val/psnr_wrinkles` |" in report
 
     # Rerunning the same command trains nothing.
     import reflect.training
@@ -99,11 +107,14 @@ def test_kill_after_first_trial_then_rerun_keeps_it(tmp_path):
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "reflect.ablate", str(path), *TINY, "--runs-dir", str(runs),
            "--reports-dir", str(tmp_path / "reports")]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    err = tmp_path / "first_run.stderr"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err.open("w"))
     trials = runs / "kill_abl" / "trials"
     deadline = time.time() + 240
     first = None
     while time.time() < deadline and first is None:
+        if proc.poll() is not None:
+            pytest.fail(f"the ablation exited ({proc.returncode}) before a trial completed: {err.read_text()[-2000:]}")
         for f in trials.glob("*.json") if trials.is_dir() else []:
             if json.loads(f.read_text()).get("status") == "complete":
                 first = f

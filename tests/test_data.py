@@ -74,6 +74,7 @@ def test_opengl_to_opencv_intrinsics_and_compositing(tmp_path: Path) -> None:
     assert item["image"].dtype == torch.float32 and item["viewmat"].dtype == torch.float32
     assert item["frame_id"] == "d/t00000/c0" and ds.width == 2 and ds.height == 2
     assert ds.canonical_shape.shape == (300,) and ds.init_points() is None
+    assert ds.region_names == [] and item["regions"] == {}  # real exports carry no region masks
 
 
 def test_rgb_without_alpha_and_mask(tmp_path: Path) -> None:
@@ -134,6 +135,8 @@ def _edit_frame(**kv: Any):
     (_corrupt_image, "00000_00.png", True),
     (_corrupt_image, "00000_00.png", False),  # found lazily, at __getitem__
     (_edit_frame(file_path="../../etc/passwd"), r"etc/passwd.*leaves the dataset root", True),
+    (_edit_frame(region_mask_paths=["m.png"]), r"frame 0.*'region_mask_paths' must map region names", True),
+    (_edit_frame(region_mask_paths={"wrinkles": "nope.png"}), r"nope\.png", True),
     (lambda r: (r / "transforms_train.json").write_text('{"frames": [}'), r"transforms_train\.json: malformed JSON", True),
     (lambda r: _npz(r / "flame_param" / "00000.npz", drop="jaw_pose"), r"00000\.npz: missing key 'jaw_pose'", True),
     (lambda r: (r / "transforms_val.json").unlink(), r"transforms_val\.json: file not found", True),
@@ -220,6 +223,10 @@ def test_synthetic_through_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert train.init_points().shape == (10000, 3) and np.abs(train.init_points()).max() < 0.2
     assert train.canonical_shape.shape == (300,)
     assert load_splits(cfg)["train"].frames[0].image == train.frames[0].image  # cached, not regenerated
+    assert train.region_names == ["wrinkles"] and val.region_names == ["wrinkles"]
+    region = val[0]["regions"]["wrinkles"]
+    assert region.shape == (1, 32, 32) and set(region.unique().tolist()) == {0.0, 1.0}
+    assert 0.02 < region.mean() < 0.3 and (region <= (val[0]["alpha"] > 0).float()).all()  # on the face only
     fp = dataset_fingerprint(cfg)
     assert fp == dataset_fingerprint(DataConfig(synthetic=TINY)) != dataset_fingerprint(DataConfig())
 
@@ -233,9 +240,16 @@ def test_wrinkles_follow_brow_raise() -> None:
     seq["expr"][1, 1] = 2.0
     c2ws, focal = make_cameras(cfg)
     rays = [camera_rays(c, focal, 64, 2) for c in c2ws]
-    rgba = render_frames(ProceduralHead(0), seq, np.array([0, 1]), np.array([2, 2]), rays, 64, 2).astype(float)
+    rgba, regions = render_frames(ProceduralHead(0), seq, np.array([0, 1]), np.array([2, 2]), rays, 64, 2)
+    rgba, regions = rgba.astype(float), regions > 127
     # forehead at head-local (0, 0.066, 0.07) projects near row 32 - 0.076 * focal / 0.73
     row = int(round(32 - 0.076 * focal / 0.73))
     band = rgba[:, row - 3:row + 4, 27:37, :3].mean(-1)
     assert band[1].mean() < band[0].mean() - 15  # darker on average
     assert band[1].mean(1).std() > band[0].mean(1).std() + 5  # and striped along the rows
+    # the wrinkle region marks the same skin with and without the wrinkles (only the line position moves)
+    # and holds the pixels the expression darkened
+    assert (regions[0] == regions[1]).mean() > 0.97 and regions[0, row - 3:row + 4, 27:37].mean() > 0.5
+    changed = np.abs(rgba[1, ..., :3] - rgba[0, ..., :3]).max(-1) > 20
+    changed[row + 4:] = False  # below the forehead band the brows themselves move up: not wrinkles
+    assert changed.sum() > 20 and (changed & regions[1]).sum() / changed.sum() > 0.9

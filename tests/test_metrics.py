@@ -85,3 +85,17 @@ def test_lpips_metric_with_weights_in_the_hub_cache(empty_hub: Path):
     assert same is not None and diff is not None
     assert same.shape == diff.shape == (2,)
     assert same.abs().max().item() < 1e-6 and (diff > 0).all()
+
+
+def test_region_psnr_scores_only_the_region_and_skips_empty_ones():
+    from reflect.lightning.module import region_psnr
+
+    target = torch.full((3, 3, 8, 8), 0.5)
+    pred = target.clone()
+    pred[:, :, :2] += 0.1  # error only in the top two rows
+    region = torch.zeros(3, 1, 8, 8)
+    region[0, :, :2] = 1  # frame 0: the erroneous rows → MSE 0.01 → 20 dB
+    region[1, :, 4:] = 1  # frame 1: untouched rows → no error → infinite, reported as no value
+    # frame 2: empty region → no value
+    values = region_psnr(pred, target, region)
+    assert values[0] == pytest.approx(20.0, abs=1e-4) and values[1] is None and values[2] is None

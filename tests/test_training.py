@@ -80,3 +80,20 @@ def test_identity_hash_ignores_tracking_and_paths(tiny_overrides):
                                                      "trainer.progress_bar=true"])
     c = load_train_config("quick", tiny_overrides + ["model.decoder.expr_conditioning=film"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_train_cli_prints_final_metrics_and_writes_them(tmp_path, tiny_overrides, capsys):
+    import json
+
+    from reflect.train import main
+
+    assert main([*tiny_overrides, f"output_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    metrics_path = next(tmp_path.glob("*/metrics.json"))
+    metrics = json.loads(metrics_path.read_text())
+    final = metrics["eval_history"][-1]
+    assert final["step"] == 6 and len(metrics["eval_history"]) == 2
+    # the console line carries the same numbers as the file, LPIPS marked unavailable without weights
+    assert f"val PSNR {final['val/psnr']:.2f} dB" in out and f"wrinkles PSNR {final['val/psnr_wrinkles']:.2f} dB" in out
+    assert f"test PSNR {final['test/psnr']:.2f} dB" in out and "LPIPS unavailable" in out
+    assert len(metrics["per_frame"]["val"]["psnr_wrinkles"]) == len(metrics["per_frame"]["val"]["frame_id"])

@@ -31,7 +31,7 @@ from reflect.ablation.store import COMPLETE, FAILED, PRUNED, RUNNING, ResultsSto
 from reflect.ablation.study import KEY_ATTR, has_waiting, mark_failed, open_storage, open_study
 from reflect.config import TrainConfig, config_hash
 from reflect.config_loading import to_plain_dict
-from reflect.lightning.module import windowed
+from reflect.stats import windowed
 
 
 @dataclass

@@ -46,6 +46,7 @@ class _Frame:
     K: np.ndarray
     flame: dict[str, np.ndarray]
     frame_id: str
+    regions: dict[str, Path]
 
 
 def _read_json(path: Path) -> Any:
@@ -208,9 +209,12 @@ class AvatarDataset(Dataset):
             frames = [frames[i] for i in keep]
         self.frames = frames
         self.width, self.height = size[0], size[1]
+        # every item carries every region any frame of the split has (an all-zero mask where a frame lacks
+        # one) so that batches collate; an empty mask means "no value" to the region metrics
+        self.region_names = sorted({name for f in frames for name in f.regions})
         self.canonical_shape = _load_flame(sessions[0].root / "canonical_flame_param.npz", "canonical parameters",
                                            {"shape": 300})["shape"]
-        self._cache: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
+        self._cache: Optional[list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]] = None
         if preload:
             self._cache = [self._decode(f) for f in frames]
 
@@ -245,7 +249,8 @@ class AvatarDataset(Dataset):
                 file_path += ".png"  # as GaussianAvatars does for exports that omit the extension
             image = _inside(session.root, file_path, where, bases)
             mask = _inside(session.root, fr["fg_mask_path"], where, bases) if fr.get("fg_mask_path") else None
-            for p in (image, mask):
+            regions = self._region_paths(session.root, fr.get("region_mask_paths"), where, bases)
+            for p in (image, mask, *regions.values()):
                 if p is not None:
                     iw, ih = image_size(p)
                     if (iw, ih) != (w, h):
@@ -254,30 +259,53 @@ class AvatarDataset(Dataset):
             if fp not in flame_cache:
                 flame_cache[fp] = _load_flame(fp, where, FLAME_KEYS)
             frame_id = f"{session.name}/t{timestep:05d}/c{camera}"
-            out.append((_Frame(si, timestep, camera, image, mask, w2c, K, flame_cache[fp], frame_id), w, h))
+            out.append((_Frame(si, timestep, camera, image, mask, w2c, K, flame_cache[fp], frame_id, regions), w, h))
         return out
 
-    def _decode(self, f: _Frame) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 RGB [3,H,W] and float alpha [1,H,W]: the mask if given, else the image's alpha, else 1."""
+    @staticmethod
+    def _region_paths(root: Path, spec: Any, where: str, bases: list[Path]) -> dict[str, Path]:
+        """Reflect's optional ``region_mask_paths`` frame key: {region name: mask image} for region metrics.
+
+        Not part of the GaussianAvatars export (real captures have none unless someone adds them); the
+        synthetic head writes a ``wrinkles`` mask so expression-detail quality can be scored on its own.
+        """
+        if spec is None:
+            return {}
+        if not isinstance(spec, dict) or not all(isinstance(k, str) and k.isidentifier() and isinstance(v, str)
+                                                 for k, v in spec.items()):
+            raise DatasetError(f"{where}: 'region_mask_paths' must map region names (identifiers) to mask paths")
+        return {name: _inside(root, rel, where, bases) for name, rel in sorted(spec.items())}
+
+    def _decode(self, f: _Frame) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """uint8 RGB [3,H,W], float alpha [1,H,W] (the mask if given, else the image's alpha, else 1) and the
+        frame's region masks as bool [1,H,W]."""
         rgb, alpha = read_rgba(f.image)
         if rgb.shape[:2] != (self.height, self.width):
             raise DatasetError(f"{f.image}: decoded {rgb.shape[1]}x{rgb.shape[0]}, expected {self.width}x{self.height}")
         if f.mask is not None:
             alpha = read_mask(f.mask)
         a = torch.ones(1, self.height, self.width) if alpha is None else torch.from_numpy(alpha)[None].float() / 255.0
-        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), a
+        regions = {}
+        for name, path in f.regions.items():
+            m = read_mask(path)
+            if m.shape != (self.height, self.width):
+                raise DatasetError(f"{path}: decoded {m.shape[1]}x{m.shape[0]}, expected {self.width}x{self.height}")
+            regions[name] = torch.from_numpy(m >= 128)[None]
+        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), a, regions
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         f = self.frames[i]
-        rgb_u8, alpha = self._cache[i] if self._cache is not None else self._decode(f)
+        rgb_u8, alpha, regions = self._cache[i] if self._cache is not None else self._decode(f)
         image = rgb_u8.float() / 255.0 * alpha + self.background * (1 - alpha)
         viewmat = torch.from_numpy(f.viewmat)
         item: dict[str, Any] = {
             "image": image, "alpha": alpha, "viewmat": viewmat, "K": torch.from_numpy(f.K),
             "cam_center": -viewmat[:3, :3].T @ viewmat[:3, 3],
+            "regions": {name: regions[name].float() if name in regions else torch.zeros(1, self.height, self.width)
+                        for name in self.region_names},
         }
         item.update({k: torch.from_numpy(v) for k, v in f.flame.items()})
         item.update(session=torch.tensor(f.session), timestep=torch.tensor(f.timestep),

@@ -44,7 +44,7 @@ from PIL import Image
 from reflect.data.config import SyntheticHeadConfig
 from reflect.data.ply import write_ply_points
 
-GENERATOR_VERSION = "1"  # bump whenever the generator's output changes: it keys the cache and the fingerprint
+GENERATOR_VERSION = "2"  # bump whenever the generator's output changes: it keys the cache and the fingerprint
 N_EXPR = 100
 CAMERA_TARGET = (0.0, -0.01, 0.0)
 CHUNK_FRAMES = 8
@@ -214,10 +214,14 @@ class ProceduralHead:
         n = torch.where(jaw_hit, n @ jaw_rot.transpose(-1, -2), n)  # back to head-local
         return hit, idx, q, n
 
-    def albedo(self, q: torch.Tensor, idx: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Albedo [M,3] at texture positions q [M,3] of primitives idx [M]; p holds per-ray expression values."""
+    def albedo(self, q: torch.Tensor, idx: torch.Tensor, p: dict[str, torch.Tensor]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Albedo [M,3] at texture positions q [M,3] of primitives idx [M]; p holds per-ray expression values.
+
+        Also returns the wrinkle zone [M] in [0,1] (see ``_skin``); eyes and mouth interior have none.
+        """
         mat = self.material[idx]
-        col = self._skin(q, p)
+        col, zone = self._skin(q, p)
         for side, m in ((0, 1), (1, 2)):
             sel = mat == m
             if sel.any():
@@ -225,9 +229,14 @@ class ProceduralHead:
         sel = mat == 3
         if sel.any():
             col[sel] = self._cavity(q[sel])
-        return col
+        return col, torch.where(mat == 0, zone, torch.zeros_like(zone))
 
-    def _skin(self, q: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _skin(self, q: torch.Tensor, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Skin albedo [M,3] and the wrinkle zone [M]: where this frame's expression lines lie, at full strength.
+
+        The zone ignores each line's expression-dependent strength, so it marks the same skin whether the
+        wrinkle shows or not: a decoder is scored there both for drawing wrinkles and for not inventing them.
+        """
         x, y, z = q.unbind(-1)
         ax = x.abs()
         smile, brow, squint = p["smile"], p["brow"], p["squint"]
@@ -252,11 +261,13 @@ class ProceduralHead:
                     for k in range(3))
         forehead = lines * _smoothstep(0.05, 0.035, ax) * front
         col = col * (1 - (strength * forehead).clamp(0, 0.85))[:, None]
+        zone = forehead
         # nasolabial folds: smile
         strength = 0.65 * (1 - torch.exp(-1.6 * smile.clamp_min(0)))
         xf = 0.021 + 0.42 * (-0.006 - y) + 0.004 * smile
         fold = _gauss(ax - xf, 0.0022) * _smoothstep(-0.006, -0.012, y) * _smoothstep(-0.052, -0.044, y) * front
         col = col * (1 - strength * fold)[:, None]
+        zone = zone + fold
         # crow's feet: squint
         strength = 0.6 * (1 - torch.exp(-2.0 * squint.clamp_min(0)))
         rx, ry = ax - 0.046, y - 0.021
@@ -266,6 +277,7 @@ class ProceduralHead:
             perp = -rx * math.sin(ang) + ry * math.cos(ang)
             feet = feet + _gauss(perp, 0.0016) * _smoothstep(0.002, 0.005, along) * _smoothstep(0.02, 0.014, along)
         col = col * (1 - strength * feet.clamp(0, 1) * _smoothstep(0.0, 0.03, z))[:, None]
+        zone = zone + feet.clamp(0, 1) * _smoothstep(0.0, 0.03, z)
         # brows: move up with brow raise, down with squint
         dx = ax - 0.031
         brow_y = 0.041 + 0.009 * brow - 0.004 * squint.clamp_min(0) - 14.0 * dx * dx
@@ -288,7 +300,7 @@ class ProceduralHead:
         strands = 0.75 + 0.25 * torch.sin(torch.atan2(x, z) * 140 + 12 * torch.sin(60 * y)) + 0.1 * self._noise(q, self.hair)
         hair_col = torch.tensor([0.2, 0.12, 0.07]) * strands[:, None]
         col = torch.lerp(col, hair_col, hair[:, None])
-        return col.clamp(0, 1)
+        return col.clamp(0, 1), (zone * (1 - hair)).clamp(0, 1)
 
     def _eye(self, q: torch.Tensor, side: int, p: dict[str, torch.Tensor]) -> torch.Tensor:
         v = q - torch.tensor(_EYE_CENTRES[side])
@@ -318,15 +330,15 @@ class ProceduralHead:
         return torch.where(teeth[:, None], torch.tensor([0.9, 0.88, 0.82]) * gaps[:, None], col)
 
     def render(self, rays_o: torch.Tensor, rays_d: torch.Tensor, params: dict[str, torch.Tensor]
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shade rays (world [F,N,3]) of F frames; returns colour [F,N,3] and hit mask [F,N]."""
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shade rays (world [F,N,3]) of F frames; returns colour [F,N,3], hit mask [F,N], wrinkle zone [F,N]."""
         rot, trans = params["R"], params["t"]  # [F,3,3], [F,3]
         o_h = (rays_o - trans[:, None]) @ rot  # R^T (x - t) as row vectors
         d_h = rays_d @ rot
         hit, idx, q, n_h = self.trace(o_h, d_h, params["jaw_R"])
         fi = torch.arange(rays_o.shape[0])[:, None].expand_as(hit)[hit]
         per_ray = {k: params[k][fi] for k in ("smile", "brow", "squint", "gaze_l", "gaze_r")}
-        alb = self.albedo(q[hit], idx[hit], per_ray)
+        alb, zone_hit = self.albedo(q[hit], idx[hit], per_ray)
         n_w = (n_h[hit][:, None, :] @ rot[fi].transpose(-1, -2))[:, 0]
         view = -rays_d[hit]
         key = torch.tensor([-0.45, 0.55, 0.7])
@@ -339,7 +351,9 @@ class ProceduralHead:
         spec = spec_w * ((refl * view).sum(-1).clamp_min(0) ** 40)
         rgb = torch.zeros(*hit.shape, 3)
         rgb[hit] = (alb * lambert[:, None] + spec[:, None]).clamp(0, 1)
-        return rgb, hit
+        zone = torch.zeros(hit.shape)
+        zone[hit] = zone_hit
+        return rgb, hit, zone
 
 
 def _frame_params(seq: dict[str, np.ndarray], ts: np.ndarray) -> dict[str, torch.Tensor]:
@@ -372,19 +386,31 @@ def camera_rays(c2w_gl: np.ndarray, focal: float, size: int, ss: int) -> tuple[t
 
 
 def render_frames(head: ProceduralHead, seq: dict[str, np.ndarray], ts: np.ndarray, cams: np.ndarray,
-                  rays: list[tuple[torch.Tensor, torch.Tensor]], size: int, ss: int) -> np.ndarray:
-    """RGBA uint8 [F,H,W,4] (straight colour, alpha = sub-pixel coverage) for timesteps ts seen by cameras cams."""
+                  rays: list[tuple[torch.Tensor, torch.Tensor]], size: int, ss: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGBA uint8 [F,H,W,4] (straight colour, alpha = sub-pixel coverage) for timesteps ts seen by cameras cams,
+    and the wrinkle-region masks uint8 [F,H,W] (255 inside)."""
     params = _frame_params(seq, ts)
     o = torch.stack([rays[c][0] for c in cams])
     d = torch.stack([rays[c][1] for c in cams])
-    rgb, hit = head.render(o, d, params)
+    rgb, hit, zone = head.render(o, d, params)
     f = len(ts)
     rgb = rgb.reshape(f, size, ss, size, ss, 3)
     cov = hit.float().reshape(f, size, ss, size, ss, 1)
     alpha = cov.mean(dim=(2, 4))
     colour = (rgb * cov).sum(dim=(2, 4)) / cov.sum(dim=(2, 4)).clamp_min(1e-6)
     rgba = torch.cat([colour, alpha], dim=-1)
-    return (rgba * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return (rgba * 255.0).round().clamp(0, 255).to(torch.uint8).numpy(), wrinkle_region(zone.reshape(f, size, ss, size, ss), alpha[..., 0])
+
+
+def wrinkle_region(zone: torch.Tensor, coverage: torch.Tensor) -> np.ndarray:
+    """Binary masks uint8 [F,H,W] from sub-pixel zone values [F,H,ss,W,ss] and head coverage [F,H,W].
+
+    A pixel is in the region when its mean zone exceeds 0.15 (a line crosses it), dilated by one pixel so that
+    a decoder which blurs or shifts a line is scored on the pixels it smears it over, and kept on the head.
+    """
+    inside = (zone.mean(dim=(2, 4)) > 0.15).float()[:, None]
+    inside = torch.nn.functional.max_pool2d(inside, kernel_size=3, stride=1, padding=1)[:, 0] * (coverage > 0)
+    return (inside * 255).to(torch.uint8).numpy()
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -442,6 +468,7 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "flame_param").mkdir(exist_ok=True)
+    (out / "regions").mkdir(exist_ok=True)
     size, ss = cfg.image_size, cfg.supersample
     seq = make_sequence(cfg)
     c2ws, focal = make_cameras(cfg)
@@ -486,9 +513,10 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
         for start in range(0, len(all_frames), CHUNK_FRAMES):
             chunk = all_frames[start:start + CHUNK_FRAMES]
             ts = np.array([t for t, _ in chunk])
-            rgba = render_frames(head, seq, ts, np.array([c for _, c in chunk]), rays, size, ss)
-            for (t, c), img in zip(chunk, rgba):
+            rgba, wrinkles = render_frames(head, seq, ts, np.array([c for _, c in chunk]), rays, size, ss)
+            for (t, c), img, region in zip(chunk, rgba, wrinkles):
                 Image.fromarray(img, "RGBA").save(out / "images" / f"{t:05d}_{c:02d}.png")
+                Image.fromarray(region, "L").save(out / "regions" / f"{t:05d}_{c:02d}_wrinkles.png")
             bar.advance(task, len(chunk))
 
     for split, frames in splits.items():
@@ -504,6 +532,7 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
                 "transform_matrix": c2ws[c].tolist(),
                 "file_path": f"images/{t:05d}_{c:02d}.png",
                 "flame_param_path": f"flame_param/{t:05d}.npz",
+                "region_mask_paths": {"wrinkles": f"regions/{t:05d}_{c:02d}_wrinkles.png"},
                 "rare_expression": bool(seq["rare"][t]),
             } for t, c in frames],
         }

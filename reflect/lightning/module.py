@@ -131,6 +131,8 @@ class AvatarModule(pl.LightningModule):
         buf["ssim"] += ssim(pred, target).tolist()
         buf["psnr_masked"] += psnr(pred, target, mask=mask).tolist()
         buf["ssim_masked"] += ssim(pred, target, mask=mask).tolist()
+        for name, region in batch.get("regions", {}).items():
+            buf.setdefault(f"psnr_{name}", []).extend(region_psnr(pred, target, region))
         lp = self.lpips_metric(pred, target) if self.lpips_metric.available else None
         buf["lpips"] += lp.tolist() if lp is not None else [None] * pred.shape[0]
         if len(self.sample_images) < self.cfg.trainer.sample_images and split == self.cfg.eval.splits[0]:
@@ -142,7 +144,7 @@ class AvatarModule(pl.LightningModule):
             return
         record: dict[str, Any] = {"step": int(self.global_step)}
         for split, buf in self._eval_buffers.items():
-            for key in ("psnr", "ssim", "psnr_masked", "ssim_masked", "lpips"):
+            for key in [k for k in buf if k != "frame_id"]:
                 vals = [v for v in buf[key] if v is not None]
                 record[f"{split}/{key}"] = float(np.mean(vals)) if vals else None
             self.last_per_frame[split] = {k: list(v) for k, v in buf.items()}
@@ -170,7 +172,17 @@ class AvatarModule(pl.LightningModule):
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
 
 
-def windowed(history: list[dict[str, Any]], key: str, window: int) -> Optional[float]:
-    """Mean of the last ``window`` evaluations of ``key`` (the roadmap's "avg20")."""
-    vals = [h[key] for h in history if h.get(key) is not None and math.isfinite(h[key])]
-    return float(np.mean(vals[-window:])) if vals else None
+MIN_REGION_PIXELS = 8
+
+
+def region_psnr(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor) -> list[Optional[float]]:
+    """Per-frame PSNR over a region mask [B,1,H,W]; None where the frame's region is (nearly) empty or the
+    match there is exact (infinite PSNR would swamp any mean).
+
+    Why: expression detail (wrinkles) covers a few percent of the image, so a full-image PSNR barely moves
+    when a decoder learns it; the region score isolates it. Frames without the region have no value rather
+    than a misleading one.
+    """
+    values = psnr(pred, target, mask=region).tolist()
+    sizes = region.flatten(1).sum(dim=1).tolist()
+    return [v if n >= MIN_REGION_PIXELS and math.isfinite(v) else None for v, n in zip(values, sizes)]

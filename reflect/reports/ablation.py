@@ -12,7 +12,7 @@ from typing import Any
 from reflect.ablation.runner import plan_trials
 from reflect.ablation.spec import Ablation
 from reflect.ablation.store import COMPLETE, ResultsStore, TrialRecord, atomic_write_json
-from reflect.stats import mean_ci, paired_deltas, verdict
+from reflect.stats import mean_ci, paired_deltas, verdict, windowed
 
 
 def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
@@ -40,6 +40,7 @@ def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
         entry["trials"] = sorted(
             [{"key": r.key, "seed": r.seed, "status": r.status, "value": r.windowed_metric,
               "failure_reason": r.failure_reason} for r in used if r.arm == name], key=lambda t: t["seed"])
+        entry["other_metrics"] = _other_metrics(ablation, [r for r in used if r.status == COMPLETE], name)
         entry["parameter_counts"] = next((r.parameter_counts for r in used if r.arm == name and r.parameter_counts), {})
         arms[name] = entry
     return {
@@ -53,6 +54,30 @@ def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
         "provenance": next((r.provenance for r in used if r.status == COMPLETE), {}),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _other_metrics(ablation: Ablation, complete: list[TrialRecord], arm: str) -> dict[str, Any]:
+    """Every other evaluated metric of an arm, windowed like the decision metric, with its paired Δ.
+
+    Why: the decision rests on one metric, but a reader needs to see what else moved (masked PSNR, SSIM,
+    LPIPS where available, region scores such as the synthetic head's wrinkles) before trusting it. No
+    verdicts here: these numbers are context, not a second test.
+    """
+    window, primary = ablation.metric.window, ablation.metric.name
+    keys = sorted({k for r in complete for h in r.eval_history for k, v in h.items()
+                   if k not in ("step", primary) and isinstance(v, (int, float))})
+    out: dict[str, Any] = {}
+    for key in keys:
+        per_seed = {a: {r.seed: windowed(r.eval_history, key, window) for r in complete if r.arm == a}
+                    for a in (arm, ablation.baseline)}
+        mine = {s: v for s, v in per_seed[arm].items() if v is not None}
+        base = {s: v for s, v in per_seed[ablation.baseline].items() if v is not None}
+        if not mine:
+            continue
+        deltas = paired_deltas(mine, base) if arm != ablation.baseline else []
+        out[key] = {"n": len(mine), "mean": float(sum(mine.values()) / len(mine)),
+                    "delta": float(sum(deltas) / len(deltas)) if deltas else None}
+    return out
 
 
 def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
@@ -76,6 +101,19 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
     exp = summary["expected"]
     if exp.get("gain_db") is not None:
         lines += ["", f"**Expected from the literature:** {exp['gain_db']:+.2f} dB ({exp['source']})."]
+    other = sorted({k for a in summary["arms"].values() for k in a.get("other_metrics", {})})
+    if other:
+        lines += ["", "**Other metrics** (same trials and window; mean per arm, paired Δ vs the baseline in "
+                  "brackets; context only, no verdicts):", "",
+                  "| metric | " + " | ".join(f"`{n}`" for n in summary["arms"]) + " |",
+                  "|---|" + "---|" * len(summary["arms"])]
+        for key in other:
+            cells = []
+            for a in summary["arms"].values():
+                m = a.get("other_metrics", {}).get(key)
+                cells.append("—" if m is None else f"{m['mean']:.3f}" + ("" if m["delta"] is None else
+                                                                          f" ({m['delta']:+.3f})"))
+            lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
     lines += ["", "**Citations:**"] + [f"- {c}" for c in summary["citations"]]
     proto = summary.get("protocol") or {}
     if proto:
