@@ -103,12 +103,13 @@ def check_data(ablation) -> str:
     """Validate the data location the arms will use without training (synthetic: where it is cached)."""
     from reflect.data import dataset_fingerprint
 
-    data = next(iter(ablation.arms.values())).config.data
+    cfg = next(iter(ablation.arms.values())).config
+    data = cfg.data
     if data.root is None and not data.sessions:
         return f"data: embedded synthetic head (generated on first use), fingerprint {dataset_fingerprint(data)}"
     from reflect.data import load_splits
 
-    splits = load_splits(data)  # validates every transforms file, npz and image path
+    splits = load_splits(data, ["train", *cfg.eval.splits])  # validates every transforms file, npz and image
     return f"data: {', '.join(f'{k}={len(v)} frames' for k, v in splits.items())}, fingerprint {dataset_fingerprint(data)}"
 
 

@@ -39,8 +39,14 @@ def make_wandb_logger(cfg: TrackingConfig, *, name: str, save_dir: Path, config:
     save_dir.mkdir(parents=True, exist_ok=True)
     if mode == "offline":
         os.environ.setdefault("WANDB_SILENT", "true")  # no "anonymous"/sync chatter for local runs
-    return WandbLogger(
+    logger = WandbLogger(
         name=name, project=cfg.project, entity=cfg.entity, save_dir=str(save_dir), mode=mode,
         group=group, job_type=job_type, tags=list(tags), config=config, id=run_id, resume="allow",
         settings={"silent": True, "console": "off"} if mode == "offline" else None,
     )
+    # Lightning always passes ``anonymous=None`` to wandb.init, and wandb >= 0.19 warns on every run that the
+    # setting "has no effect"; the run is created lazily, so dropping the key here silences a false alarm.
+    init_kwargs = getattr(logger, "_wandb_init", None)
+    if isinstance(init_kwargs, dict) and init_kwargs.get("anonymous") is None:
+        init_kwargs.pop("anonymous", None)
+    return logger

@@ -64,7 +64,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    splits = load_splits(cfg.data)
+    splits = load_splits(cfg.data, ["train", *cfg.eval.splits])
     train_set = splits["train"]
     module = AvatarModule(cfg, train_set.init_points(), train_set.width, train_set.height)
     datamodule = AvatarDataModule(cfg, {k: splits[k] for k in ["train", *cfg.eval.splits]},

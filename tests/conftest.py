@@ -32,5 +32,16 @@ TINY = TINY_DATA + [
 
 
 @pytest.fixture
+def empty_hub(tmp_path):
+    """Point the torch hub cache at an empty folder (no LPIPS backbone weights), restore it afterwards."""
+    import torch
+
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(old)
+
+
+@pytest.fixture
 def tiny_overrides():
     return list(TINY)

@@ -253,3 +253,15 @@ def test_wrinkles_follow_brow_raise() -> None:
     changed = np.abs(rgba[1, ..., :3] - rgba[0, ..., :3]).max(-1) > 20
     changed[row + 4:] = False  # below the forehead band the brows themselves move up: not wrinkles
     assert changed.sum() > 20 and (changed & regions[1]).sum() / changed.sum() > 0.9
+
+
+def test_monocular_capture_without_val_frames(tmp_path: Path) -> None:
+    """A single-camera export has an empty val split: the error says how to evaluate on test alone."""
+    root = make_dataset(tmp_path / "mono", timesteps=(0, 1))
+    doc = json.loads((root / "transforms_val.json").read_text())
+    doc["frames"] = []
+    (root / "transforms_val.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"split 'val' has no frames.*eval\.splits=\[test\]"):
+        load_splits(DataConfig(root=str(root)))
+    splits = load_splits(DataConfig(root=str(root)), ["train", "test"])
+    assert sorted(splits) == ["test", "train"] and len(splits["test"]) == 2

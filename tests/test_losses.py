@@ -28,15 +28,6 @@ def _blur(img: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(img, 3, stride=1, padding=1, count_include_pad=False)
 
 
-@pytest.fixture
-def empty_hub(tmp_path: Path):
-    """Point the torch hub cache at an empty folder, restore it afterwards."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
-
-
 @pytest.fixture(scope="module")
 def fake_alexnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random torchvision-format alexnet state dict (``features.*`` only): exercises real loading."""

@@ -16,14 +16,6 @@ def _image(seed: int, b: int = 2, size: int = 32) -> torch.Tensor:
     return torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
-def empty_hub(tmp_path: Path):
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
-
-
 def test_psnr_value_and_per_image():
     target = torch.full((2, 3, 8, 8), 0.5)
     pred = target.clone()

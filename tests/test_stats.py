@@ -1,5 +1,4 @@
 """Verdict statistics: paired deltas, t intervals, and the four verdicts."""
-import math
 
 import pytest
 from scipy import stats as sps

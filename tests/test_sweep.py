@@ -1,7 +1,6 @@
 """Sweeps: validation, W&B export, a tiny Optuna search recorded in the store, pruning."""
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import optuna

@@ -31,7 +31,7 @@ def test_disabled_by_config_or_env(no_credentials, monkeypatch):
     assert resolve_wandb_mode(TrackingConfig()) == "disabled"
 
 
-def test_offline_run_lands_on_disk(no_credentials, tmp_path):
+def test_offline_run_lands_on_disk(no_credentials, tmp_path, capfd):
     logger = make_wandb_logger(TrackingConfig(), name="arm-s0", save_dir=tmp_path, config={"a": 1},
                                group="abl", job_type="arm", tags=["phase2"], run_id="abl-arm-s0")
     run = logger.experiment
@@ -39,3 +39,4 @@ def test_offline_run_lands_on_disk(no_credentials, tmp_path):
     assert run.group == "abl" and run.job_type == "arm" and run.name == "arm-s0"
     run.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert "anonymous" not in capfd.readouterr().err  # no false deprecation alarm on every run

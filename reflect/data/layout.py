@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -198,8 +198,10 @@ class AvatarDataset(Dataset):
                                        f"{size[0]}x{size[1]}; all frames of a split must share one size")
                 frames.append(frame)
         if not frames:
+            hint = ("; a capture with no held-out camera (monocular) can be evaluated on held-out timesteps "
+                    "alone with eval.splits=[test]") if split == "val" else ""
             raise DatasetError(f"split '{split}' has no frames in {', '.join(str(s.root) for s in sessions)}"
-                               " (after allowlists)")
+                               f" (after allowlists){hint}")
         ids = [f.frame_id for f in frames]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -332,8 +334,13 @@ class AvatarDataset(Dataset):
         return read_ply_points(path) if path.is_file() else None
 
 
-def load_splits(cfg: Any) -> dict[str, AvatarDataset]:
-    """train/val/test datasets for a DataConfig; the synthetic head is generated (cached) when no root is set."""
+def load_splits(cfg: Any, splits: Sequence[str] = SPLITS) -> dict[str, AvatarDataset]:
+    """The named splits (default train/val/test) of a DataConfig; the synthetic head is generated (cached) when
+    no root is set. Training loads only ``train`` and the evaluated splits, so a monocular capture with no
+    held-out camera trains with ``eval.splits=[test]``."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLITS)}")
     if cfg.root is None and not cfg.sessions:
         from reflect.data.synthetic import ensure_synthetic_head
 
@@ -343,7 +350,7 @@ def load_splits(cfg: Any) -> dict[str, AvatarDataset]:
     bg = tuple(float(c) for c in cfg.background)
     return {split: AvatarDataset(sessions, split, bg, preload=bool(cfg.preload),
                                  max_frames=None if split == "train" else cfg.max_eval_frames)
-            for split in SPLITS}
+            for split in dict.fromkeys(splits)}
 
 
 def dataset_fingerprint(cfg: Any) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from reflect.config import PARAM_GROUPS, TrainConfig
+from reflect.config import TrainConfig
 from reflect.losses import LossStack
 from reflect.losses.regularizers import knn_graph
 from reflect.metrics import LpipsMetric, psnr, ssim

@@ -6,7 +6,7 @@ checkpoint sees exactly the frames an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .projection import ALPHA_THRESHOLD, Projection, alpha_extent, project_gaussians
+from .projection import ALPHA_THRESHOLD, Projection, project_gaussians
 
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 RASTERIZE_MODES = ("classic", "antialiased")

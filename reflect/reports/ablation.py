@@ -4,7 +4,6 @@ Every number printed here comes from a trial record; the report lists them.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
