@@ -103,13 +103,23 @@ def check_data(ablation) -> str:
     """Validate the data location the arms will use without training (synthetic: where it is cached)."""
     from reflect.data import dataset_fingerprint
 
+    from reflect.config_loading import ConfigError
+    from reflect.data.synthetic import REGION_NAMES
+
     cfg = next(iter(ablation.arms.values())).config
-    data = cfg.data
+    data, region = cfg.data, ablation.metric.region
     if data.root is None and not data.sessions:
+        if region is not None and region not in REGION_NAMES:
+            raise ConfigError(str(ablation.path), f"the synthetic head has no region {region!r} "
+                              f"(it has {list(REGION_NAMES)})", "metric.name")
         return f"data: embedded synthetic head (generated on first use), fingerprint {dataset_fingerprint(data)}"
     from reflect.data import load_splits
 
     splits = load_splits(data, ["train", *cfg.eval.splits])  # validates every transforms file, npz and image
+    have = splits[ablation.metric.split].region_names
+    if region is not None and region not in have:
+        raise ConfigError(str(ablation.path), f"the dataset's {ablation.metric.split} frames have no region mask "
+                          f"{region!r} (region_mask_paths: {have or 'none'})", "metric.name")
     return f"data: {', '.join(f'{k}={len(v)} frames' for k, v in splits.items())}, fingerprint {dataset_fingerprint(data)}"
 
 
@@ -126,6 +136,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.dry_run:
             print_plan(ablation, store)
             console.print(check_data(ablation))
+            if args.storage:
+                from reflect.ablation.study import open_storage, open_study
+
+                open_study(ablation.name, open_storage(args.storage, store.root / "optuna.journal"),
+                           "maximize" if ablation.metric.mode == "max" else "minimize")
+                console.print(f"storage: {args.storage} (reachable)")
             console.print("dry run: every arm's config is valid; nothing was trained.")
             return 0
         if args.workers < 1:
@@ -158,7 +174,10 @@ def report_outcome(summary: dict, out_dir: Path) -> int:
                 console.print(f"[yellow]failed[/] {t['key']}: {t['failure_reason']}")
     console.print(f"report: {out_dir / 'report.md'}  summary: {out_dir / 'summary.json'}")
     if not scored:
-        console.print("[red]nothing could be scored: no arm has complete trials paired with the baseline[/]")
+        base = summary["arms"][summary["baseline"]]
+        why = (f"the baseline arm '{summary['baseline']}' has no complete trial" if base["n"] == 0
+               else "no arm has complete trials paired with the baseline's seeds")
+        console.print(f"[red]nothing could be scored: {why}[/]")
         return 1
     return 0
 

@@ -7,6 +7,7 @@ the steps since its last checkpoint.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -95,7 +96,15 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         default_root_dir=str(workdir),
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SystemExit:
+        if trainer.interrupted:
+            # Lightning turns Ctrl-C into sys.exit(1) after its graceful stop and leaves SIGINT ignored; give
+            # callers (the CLIs' "interrupted, rerun to resume" message, the ablation runner) the interrupt back.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
     if not module.eval_history or module.eval_history[-1]["step"] != module.global_step:
         # Always end on an evaluation of the final weights, and keep it in the checkpoint.
         trainer.validate(module, datamodule=datamodule, verbose=False)

@@ -142,3 +142,41 @@ def test_two_workers_never_run_the_same_trial(tmp_path):
                   if t.state == optuna.trial.TrialState.COMPLETE)
     assert set(ran) == {p.key for p in plan_trials(ablation)}
     assert all(n == 1 for n in ran.values())
+
+
+def test_trials_queued_by_an_earlier_plan_are_dropped_not_crashed_on(tmp_path):
+    """Queue seeds 0-2 (as an earlier `--seeds 3` run would), then run with seeds 0,1: seed 2 is failed off."""
+    from reflect.ablation.runner import sync_queue
+
+    path = write_ablation(tmp_path, "replanned")
+    earlier = RunOptions(path=str(path), overrides=tuple(TINY), runs_dir=str(tmp_path / "runs"), seeds=(2, 0, 1))
+    abl = earlier.load()
+    store = store_for(abl, earlier.runs_dir)
+    study = open_study(abl.name, open_storage(None, store.root / "optuna.journal"), "maximize")
+    assert sync_queue(abl, plan_trials(abl), store, study) == 6
+
+    run_ablation(opts_for(tmp_path, path))  # the file's seeds: 0, 1
+    records = list(store.records())
+    assert sorted((r.arm, r.seed) for r in records) == [("concat", 0), ("concat", 1), ("film", 0), ("film", 1)]
+    assert all(r.status == "complete" for r in records)
+    trials = study.get_trials()
+    dropped = [t for t in trials if t.user_attrs[KEY_ATTR].split("-")[1] == "s2"]
+    assert len(dropped) == 2 and all(t.state == optuna.trial.TrialState.FAIL for t in dropped)
+    assert all("not in the current plan" in t.user_attrs["reflect_failed_reason"] for t in dropped)
+
+
+def test_a_wandb_mirror_failure_does_not_fail_the_trial(tmp_path, monkeypatch):
+    import reflect.ablation.runner as runner
+
+    def broken_mirror(*a, **k):
+        raise RuntimeError("W&B is down")
+
+    monkeypatch.setattr(runner, "_mirror_final", broken_mirror)
+    opts = RunOptions(path=str(write_ablation(tmp_path, "mirror")), overrides=(*TINY, "tracking.wandb=true"),
+                      runs_dir=str(tmp_path / "runs"), seeds=(0,))
+    abl = opts.load()
+    store = store_for(abl, opts.runs_dir)
+    record = runner.run_trial(abl, plan_trials(abl)[0], store)
+    assert record.status == "complete" and record.windowed_metric is not None
+    assert record.progress["wandb_mirror_error"] == "RuntimeError: W&B is down"
+    assert store.get(record.key).status == "complete"

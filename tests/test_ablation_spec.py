@@ -1,4 +1,5 @@
 """Ablation files: valid ones expand into arms × seeds; malformed ones give the documented error."""
+import re
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,10 @@ def test_repo_ablation_file_is_valid():
          r"expr_conditioning: expected one of"),
         (VALID.replace("phase: 2", "phase: 9"), r"phase: expected a roadmap phase"),
         (VALID.replace("seeds: 2", "seeds: [1, 1]"), r"seeds: expected"),
+        (VALID.replace("name: val/psnr,", "name: val/sharpness,"), r"metric.*name: expected <val\|test>"),
+        (VALID.replace("{model.decoder.expr_conditioning: film}",
+                       "{model.decoder.expr_conditioning: film, eval.splits: [test]}"),
+         r"metric.name.*split 'val' is not evaluated in arm 'film'"),
     ],
 )
 def test_malformed_files_name_file_and_key(tmp_path, text, pattern):
@@ -78,3 +83,24 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "baseline: expected one of the arms" in proc.stderr.replace("\n", " ")
+
+
+def test_region_metrics_and_command_line_seeds(tmp_path):
+    abl = load_ablation(write(tmp_path, VALID.replace("name: val/psnr,", "name: test/psnr_wrinkles,")))
+    assert abl.metric.split == "test" and abl.metric.region == "wrinkles"
+    assert load_ablation(write(tmp_path, VALID)).metric.region is None
+    with pytest.raises(ConfigError, match=r"--seeds.*distinct"):
+        load_ablation(write(tmp_path, VALID), seeds=[1, 1])
+
+
+@pytest.mark.parametrize("text, args, pattern", [
+    (VALID.replace("name: val/psnr,", "name: val/psnr_dimples,"), [], r"synthetic head has no region 'dimples'"),
+    (VALID, ["--storage", "postgresql://nobody@127.0.0.1:1/reflect"], r"--storage.*cannot open Optuna storage"),
+    (VALID, ["--seeds", "1,1"], r"--seeds.*distinct"),
+])
+def test_dry_run_checks_region_storage_and_seeds(tmp_path, text, args, pattern):
+    path = write(tmp_path, text)
+    proc = subprocess.run([sys.executable, "-m", "reflect.ablate", str(path), "--dry-run", *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(pattern, " ".join(proc.stderr.split())), proc.stderr

@@ -265,3 +265,23 @@ def test_monocular_capture_without_val_frames(tmp_path: Path) -> None:
         load_splits(DataConfig(root=str(root)))
     splits = load_splits(DataConfig(root=str(root)), ["train", "test"])
     assert sorted(splits) == ["test", "train"] and len(splits["test"]) == 2
+
+
+class _BrokenDataset(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int):
+        raise DatasetError("/data/images/00001_00.png: cannot decode image, expected a readable PNG/JPEG")
+
+
+def test_error_from_a_dataloader_worker_keeps_only_the_message() -> None:
+    """With trainer.num_workers > 0 PyTorch re-raises a worker's error with its traceback folded into the text."""
+    from reflect.cli_errors import user_message
+
+    loader = torch.utils.data.DataLoader(_BrokenDataset(), num_workers=1)
+    with pytest.raises(DatasetError) as info:
+        next(iter(loader))
+    assert "Original Traceback" in str(info.value)  # what PyTorch does
+    assert user_message(info.value) == "/data/images/00001_00.png: cannot decode image, expected a readable PNG/JPEG"
+    assert user_message(DatasetError("plain: message")) == "plain: message"

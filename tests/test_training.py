@@ -36,9 +36,9 @@ class CrashAfter(Callback):
             raise Crash()
 
 
-def test_resume_gives_the_same_next_step_loss(tmp_path, tiny_overrides):
+def test_resume_gives_the_same_next_step_loss_and_curve(tmp_path, tiny_overrides):
     cfg = load_train_config("quick", tiny_overrides + ["trainer.max_steps=8", "trainer.log_every=1",
-                                                       "trainer.eval_every=100", "trainer.checkpoint_every=4"])
+                                                       "trainer.eval_every=2", "trainer.checkpoint_every=4"])
     straight = train(cfg, tmp_path / "straight")
     with pytest.raises(Crash):
         train(cfg, tmp_path / "resumed", callbacks=[CrashAfter(6)])
@@ -49,6 +49,10 @@ def test_resume_gives_the_same_next_step_loss(tmp_path, tiny_overrides):
     assert sorted(got) == list(range(8))
     for step in (4, 5, 7):
         assert got[step] == pytest.approx(want[step], rel=1e-5), step
+    # the checkpoint at step 4 precedes step 4's evaluation: the resumed run must still have it, same values
+    assert [h["step"] for h in resumed.eval_history] == [h["step"] for h in straight.eval_history] == [2, 4, 6, 8]
+    for a, b in zip(resumed.eval_history, straight.eval_history):
+        assert a["val/psnr"] == pytest.approx(b["val/psnr"], rel=1e-5) and a["test/psnr"] == pytest.approx(b["test/psnr"], rel=1e-5)
 
 
 def test_divergence_is_reported(tmp_path, tiny_overrides):
@@ -97,3 +101,20 @@ def test_train_cli_prints_final_metrics_and_writes_them(tmp_path, tiny_overrides
     assert f"val PSNR {final['val/psnr']:.2f} dB" in out and f"wrinkles PSNR {final['val/psnr_wrinkles']:.2f} dB" in out
     assert f"test PSNR {final['test/psnr']:.2f} dB" in out and "LPIPS unavailable" in out
     assert len(metrics["per_frame"]["val"]["psnr_wrinkles"]) == len(metrics["per_frame"]["val"]["frame_id"])
+
+
+def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(tmp_path, tiny_overrides):
+    """Lightning turns Ctrl-C into sys.exit(1); train() gives it back so the CLIs can say how to resume."""
+    import signal
+
+    class Interrupt(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 4:  # after the step-3 checkpoint
+                raise KeyboardInterrupt
+
+    cfg = load_train_config("quick", tiny_overrides)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", callbacks=[Interrupt()])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a second Ctrl-C works again
+    resumed = train(cfg, tmp_path / "run")
+    assert resumed.resumed_from_step == 3 and resumed.steps == 6

@@ -94,6 +94,12 @@ def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore
         by_key: dict[str, list[optuna.trial.FrozenTrial]] = {}
         for t in study.get_trials(deepcopy=False):
             by_key.setdefault(t.user_attrs.get(KEY_ATTR, ""), []).append(t)
+        planned = {p.key for p in plan}
+        for key, trials in by_key.items():
+            if key not in planned:  # left over from an earlier plan (other seeds, renamed arms, new overrides)
+                for t in trials:
+                    if t.state == TrialState.WAITING:
+                        mark_failed(study, t.number, "not in the current plan (the ablation changed)")
         pending = 0
         for p in plan:
             if store.complete(p.key):
@@ -105,7 +111,9 @@ def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore
                     queued = True
                 elif t.state == TrialState.RUNNING:
                     rec = store.get(p.key)
-                    if rec is not None and rec.status == RUNNING and not rec.is_stale():
+                    # our own pid cannot be running it (we are here): a reused pid after a restart
+                    alive = rec is not None and rec.status == RUNNING and not rec.is_stale()
+                    if alive and not (rec.pid == os.getpid() and rec.host == socket.gethostname()):
                         queued = True  # a live worker is on it
                     else:
                         mark_failed(study, t.number, "worker died (stale); re-enqueued")
@@ -200,8 +208,10 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
             group=ablation.name, job_type=p.arm, tags=[f"phase{ablation.phase}", ablation.name],
             run_id=f"{ablation.name}-{p.key}",
         )
-        result = train(p.config, store.workdir(p.key), resume=True, logger=logger,
-                       callbacks=[StoreHeartbeat(store, record, ablation.metric.name), *callbacks], progress=False)
+        with store.heartbeat(record):
+            result = train(p.config, store.workdir(p.key), resume=True, logger=logger,
+                           callbacks=[StoreHeartbeat(store, record, ablation.metric.name), *callbacks],
+                           progress=False)
         value = windowed(result.eval_history, ablation.metric.name, ablation.metric.window)
         record.eval_history, record.train_history = result.eval_history, result.train_history
         record.per_frame, record.parameter_counts = result.per_frame, result.parameter_counts
@@ -213,7 +223,10 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
         else:
             record.status = COMPLETE
         if logger is not None:
-            _mirror_final(logger, ablation, record)
+            try:
+                _mirror_final(logger, ablation, record)
+            except Exception as exc:  # noqa: BLE001 - W&B is a mirror: its failure never changes the result
+                record.progress = {**record.progress, "wandb_mirror_error": f"{type(exc).__name__}: {exc}"}
     except optuna.TrialPruned as exc:
         record.status, record.failure_reason = PRUNED, f"pruned: {exc}"
     except Exception as exc:  # noqa: BLE001 - a trial's failure must not stop the others
@@ -253,28 +266,67 @@ def worker_loop(opts: RunOptions) -> int:
     store = store_for(ablation, opts.runs_dir)
     study = open_study(ablation.name, open_storage(opts.storage, store.root / "optuna.journal"),
                        "maximize" if ablation.metric.mode == "max" else "minimize")
+    by_key = {p.key: p for p in plan.values()}
     ran = 0
-    while has_waiting(study):
-        trial = study.ask()
-        if KEY_ATTR not in trial.user_attrs:
-            # Another worker took the last waiting trial between our check and ask().
-            study.tell(trial, state=TrialState.FAIL)
+    while True:
+        claimed = _claim_next(ablation, by_key, store, study)
+        if claimed is None:
             break
-        arm = trial.suggest_categorical("arm", list(ablation.arms))
-        seed = trial.suggest_categorical("seed", list(ablation.seeds))
-        p = plan.get((arm, seed))
-        if p is None or trial.user_attrs.get(KEY_ATTR) != p.key:
-            trial.set_user_attr("reflect_failed_reason", "not in the current plan (the ablation changed)")
-            study.tell(trial, state=TrialState.FAIL)
-            continue
+        trial, p = claimed
         record = run_trial(ablation, p, store, trial.number)
         ran += 1
+        _tell(study, trial, record)
+    return ran
+
+
+def _claim_next(ablation: Ablation, by_key: dict[str, PlannedTrial], store: ResultsStore,
+                study: optuna.Study) -> Optional[tuple[optuna.Trial, PlannedTrial]]:
+    """Pop the next queued trial of the current plan and write its RUNNING record, under the queue lock.
+
+    Why under the lock: ``sync_queue`` (another process starting the same ablation) treats a RUNNING Optuna
+    trial without a live RUNNING record as a dead worker's; claiming and recording in one locked step leaves
+    it no window in which a trial that has just started looks dead.
+    """
+    with _file_lock(store.root / ".queue.lock"):
+        while has_waiting(study):
+            trial = study.ask()
+            key = trial.user_attrs.get(KEY_ATTR)
+            if key is None:
+                # Not one of ours: ask() created a fresh trial because no waiting one was left.
+                study.tell(trial, state=TrialState.FAIL)
+                return None
+            p = by_key.get(key)
+            if p is None:  # queued by an earlier plan; checked before suggest_*, whose choices it may lack
+                trial.set_user_attr("reflect_failed_reason", "not in the current plan (the ablation changed)")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            trial.suggest_categorical("arm", list(ablation.arms))
+            trial.suggest_categorical("seed", list(ablation.seeds))
+            existing = store.get(p.key)
+            if existing is not None and existing.status == COMPLETE:  # enqueued twice; already done
+                _tell(study, trial, existing)
+                continue
+            store.write(TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
+                                    status=RUNNING, metric_name=ablation.metric.name,
+                                    metric_window=ablation.metric.window, optuna_trial=trial.number))
+            return trial, p
+    return None
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
+    """Report a finished trial to Optuna. The store already holds the result, so a study that no longer takes
+    it (another process failed the trial as stale in the meantime) is worth a warning, not a crash."""
+    try:
         if record.status == COMPLETE:
             study.tell(trial, record.windowed_metric)
         else:
             trial.set_user_attr("reflect_failed_reason", record.failure_reason or "")
             study.tell(trial, state=TrialState.FAIL)
-    return ran
+    except (ValueError, RuntimeError) as exc:
+        import warnings
+
+        warnings.warn(f"Optuna trial {trial.number} ({record.key}) could not be told its result ({exc}); "
+                      "the results store has it", RuntimeWarning, stacklevel=2)
 
 
 def _worker_entry(opts: RunOptions) -> None:

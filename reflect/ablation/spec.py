@@ -6,6 +6,7 @@ as ConfigError naming the file, the key and what was expected.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -16,6 +17,8 @@ from reflect.config import PROFILES, TrainConfig, load_train_config
 from reflect.config_loading import ConfigError, flatten, merge_into_schema, read_yaml_mapping
 
 METRIC_MODES = ("max", "min")
+# per-split metrics the evaluation writes; psnr_<region> for each region mask the dataset provides
+METRIC_NAME = re.compile(r"(val|test)/(psnr|ssim|psnr_masked|ssim_masked|lpips|psnr_[A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass
@@ -29,13 +32,19 @@ class MetricSpec:
             raise ValueError(f"mode: expected 'max' or 'min', got {self.mode!r}")
         if self.window < 1:
             raise ValueError(f"window: expected a positive integer, got {self.window}")
-        split, _, metric = self.name.partition("/")
-        if split not in ("val", "test") or metric not in ("psnr", "ssim", "psnr_masked", "ssim_masked", "lpips"):
-            raise ValueError(f"name: expected <val|test>/<psnr|ssim|psnr_masked|ssim_masked|lpips>, got {self.name!r}")
+        if not METRIC_NAME.fullmatch(self.name):
+            raise ValueError("name: expected <val|test>/<psnr|ssim|psnr_masked|ssim_masked|lpips|psnr_REGION> "
+                             f"(REGION: a region mask of the dataset, e.g. psnr_wrinkles), got {self.name!r}")
 
     @property
     def split(self) -> str:
         return self.name.split("/")[0]
+
+    @property
+    def region(self) -> Optional[str]:
+        """The region mask a ``psnr_<region>`` metric scores, else None."""
+        metric = self.name.split("/")[1]
+        return metric[len("psnr_"):] if metric.startswith("psnr_") and metric != "psnr_masked" else None
 
 
 @dataclass
@@ -135,6 +144,8 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = (), seeds: Option
     raw = read_yaml_mapping(path)
     spec: AblationSchema = merge_into_schema(AblationSchema, [(str(path), raw)])
     base = profile or _resolve_base(spec.base, path)
+    if seeds and len(set(seeds)) != len(seeds):
+        raise ConfigError("--seeds", f"expected distinct seeds, got {list(seeds)}")
     seed_list = list(seeds) if seeds else (list(range(spec.seeds)) if isinstance(spec.seeds, int) else list(spec.seeds))
     arms: dict[str, Arm] = {}
     for arm_name, arm_overrides in spec.arms.items():
@@ -148,9 +159,10 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = (), seeds: Option
                 raise ConfigError(str(path), exc.message, f"arms.{arm_name}.{exc.key}" if exc.key else f"arms.{arm_name}") from None
             raise
         arms[arm_name] = Arm(arm_name, dict(pairs), cfg)
-    if spec.metric.split not in arms[spec.baseline].config.eval.splits:
-        raise ConfigError(str(path), f"the metric's split {spec.metric.split!r} is not evaluated "
-                          f"(eval.splits = {arms[spec.baseline].config.eval.splits})", "metric.name")
+    for arm in arms.values():
+        if spec.metric.split not in arm.config.eval.splits:
+            raise ConfigError(str(path), f"the metric's split {spec.metric.split!r} is not evaluated in arm "
+                              f"{arm.name!r} (eval.splits = {list(arm.config.eval.splits)})", "metric.name")
     return Ablation(path=path, name=spec.name, phase=spec.phase, question=spec.question,
                     citations=list(spec.citations), base=base, baseline=spec.baseline, seeds=seed_list,
                     metric=spec.metric, expected=spec.expected, decision=spec.decision, arms=arms)

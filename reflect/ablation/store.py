@@ -10,7 +10,9 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -111,6 +113,7 @@ class ResultsStore:
         self.root = Path(root)
         self.trials_dir = self.root / "trials"
         self.work_dir = self.root / "work"
+        self._write_lock = threading.Lock()  # a trial's record is written by its thread and its heartbeat
 
     def record_path(self, key: str) -> Path:
         return self.trials_dir / f"{key}.json"
@@ -119,8 +122,33 @@ class ResultsStore:
         return self.work_dir / key
 
     def write(self, record: TrialRecord) -> None:
-        record.updated_at = time.time()
-        atomic_write_json(self.record_path(record.key), asdict(record))
+        with self._write_lock:
+            record.updated_at = time.time()
+            atomic_write_json(self.record_path(record.key), asdict(record))
+
+    @contextmanager
+    def heartbeat(self, record: TrialRecord, every_s: float = 30.0) -> Iterator[None]:
+        """Rewrite ``record`` every ``every_s`` seconds while the block runs.
+
+        Why: another host judges a RUNNING record by its age (``STALE_AFTER_S``); loading a large capture
+        happens before training callbacks can beat, so without this a slow start would look like a dead worker.
+        """
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.write(record)
+                except Exception:  # noqa: BLE001 - a missed beat only risks a duplicate run, never a wrong result
+                    pass
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{record.key}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def get(self, key: str) -> Optional[TrialRecord]:
         path = self.record_path(key)

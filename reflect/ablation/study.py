@@ -16,6 +16,8 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from reflect.config_loading import ConfigError
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 KEY_ATTR = "reflect_key"
@@ -23,17 +25,27 @@ KEY_ATTR = "reflect_key"
 
 def open_storage(url: Optional[str], default_journal: Path) -> BaseStorage | str:
     """None → the journal file under runs/; ``*.journal``/``*.log`` paths → a journal; else a database URL."""
-    if url is None:
-        default_journal.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(default_journal)))
-    if "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(url))
-    return url
+    path = default_journal if url is None else Path(url) if "://" not in url else None
+    if path is None:
+        return url
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as exc:
+        raise ConfigError("--storage", f"cannot open the Optuna journal {path}: {exc.strerror or exc}") from None
 
 
 def open_study(name: str, storage: BaseStorage | str, direction: str) -> optuna.Study:
-    return optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
+    """Create or load the study; a storage that cannot be reached is a user error, not a traceback."""
+    try:
+        return optuna.create_study(study_name=name, storage=storage, direction=direction, load_if_exists=True)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors have no common base worth importing
+        where = storage if isinstance(storage, str) else "the journal file"
+        raise ConfigError("--storage", f"cannot open Optuna storage {where!r} ({type(exc).__name__}: {exc}); "
+                          "expected a journal file path or a reachable SQLAlchemy URL such as "
+                          "postgresql://user@host/db (its driver installed)") from None
 
 
 def has_waiting(study: optuna.Study) -> bool:

@@ -276,6 +276,8 @@ class AvatarDataset(Dataset):
         if not isinstance(spec, dict) or not all(isinstance(k, str) and k.isidentifier() and isinstance(v, str)
                                                  for k, v in spec.items()):
             raise DatasetError(f"{where}: 'region_mask_paths' must map region names (identifiers) to mask paths")
+        if "masked" in spec:  # its metric would be psnr_masked, the foreground-masked PSNR
+            raise DatasetError(f"{where}: region name 'masked' is reserved (psnr_masked is the foreground PSNR)")
         return {name: _inside(root, rel, where, bases) for name, rel in sorted(spec.items())}
 
     def _decode(self, f: _Frame) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

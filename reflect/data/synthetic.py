@@ -48,6 +48,7 @@ GENERATOR_VERSION = "2"  # bump whenever the generator's output changes: it keys
 N_EXPR = 100
 CAMERA_TARGET = (0.0, -0.01, 0.0)
 CHUNK_FRAMES = 8
+REGION_NAMES = ("wrinkles",)  # the region masks every frame carries (``region_mask_paths``)
 
 # Ellipsoids in head-local coordinates: (name, centre, radii, material, moves with the jaw).
 # Materials: 0 skin, 1 left eye, 2 right eye, 3 mouth cavity.

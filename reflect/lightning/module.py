@@ -142,6 +142,31 @@ class AvatarModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
+        self._finish_evaluation()
+
+    def on_train_start(self) -> None:
+        """Run the evaluation a resumed run would otherwise skip.
+
+        Lightning writes a step's checkpoint at the end of the training step, before that step's evaluation,
+        so resuming from it starts after the evaluation; without this the curve (and the windowed metric
+        that averages it) would miss a point after every kill and restart.
+        """
+        step, every = int(self.global_step), self.cfg.trainer.eval_every
+        if step > 0 and step % every == 0 and not any(h["step"] == step for h in self.eval_history):
+            self._evaluate_now()
+
+    @torch.no_grad()
+    def _evaluate_now(self) -> None:
+        was_training = self.training
+        self.eval()
+        self.on_validation_epoch_start()
+        for idx, loader in enumerate(self.trainer.datamodule.val_dataloader()):
+            for i, batch in enumerate(loader):
+                self.validation_step(self.transfer_batch_to_device(batch, self.device, idx), i, idx)
+        self._finish_evaluation()
+        self.train(was_training)
+
+    def _finish_evaluation(self) -> None:
         record: dict[str, Any] = {"step": int(self.global_step)}
         for split, buf in self._eval_buffers.items():
             for key in [k for k in buf if k != "frame_id"]:

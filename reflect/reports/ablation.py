@@ -14,12 +14,17 @@ from reflect.ablation.store import COMPLETE, ResultsStore, TrialRecord, atomic_w
 from reflect.stats import mean_ci, paired_deltas, verdict, windowed
 
 
+def used_records(ablation: Ablation, records: list[TrialRecord]) -> list[TrialRecord]:
+    """The records of the current plan: planned (arm, seed) with today's config hash (older runs are kept
+    in the store but never mixed into a report)."""
+    current_hash = {(p.arm, p.seed): p.config_hash for p in plan_trials(ablation)}
+    return [r for r in records if current_hash.get((r.arm, r.seed)) == r.config_hash]
+
+
 def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
     """Per arm: n, mean, CI, paired delta vs the baseline, verdict, and the trials used."""
     conf, min_eff, mode = ablation.decision.confidence, ablation.decision.min_effect_db, ablation.metric.mode
-    planned = {(a, s) for a in ablation.arms for s in ablation.seeds}
-    current_hash = {(p.arm, p.seed): p.config_hash for p in plan_trials(ablation)}
-    used = [r for r in records if (r.arm, r.seed) in planned and current_hash[(r.arm, r.seed)] == r.config_hash]
+    used = used_records(ablation, records)
     by_arm: dict[str, dict[int, float]] = {a: {} for a in ablation.arms}
     for r in used:
         if r.status == COMPLETE and r.windowed_metric is not None:
@@ -169,6 +174,6 @@ def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: 
     records = list(store.records())
     summary = summarize(ablation, records)
     atomic_write_json(out / "summary.json", summary)
-    plotted = plot_curves(ablation, [r for r in records if r.arm in ablation.arms], out / "curves.png")
+    plotted = plot_curves(ablation, used_records(ablation, records), out / "curves.png")
     (out / "report.md").write_text(render_markdown(summary, "curves.png" if plotted else None))
     return summary
