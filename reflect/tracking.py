@@ -10,6 +10,10 @@ from reflect.config import TrackingConfig
 
 def resolve_wandb_mode(cfg: TrackingConfig) -> str:
     """auto → online only with credentials (env var or ~/.netrc entry), else offline."""
+    if os.environ.get("WANDB_MODE") == "":
+        # An empty WANDB_MODE (``export WANDB_MODE=``) means "unset" to a user, but wandb rejects it when a run
+        # starts; drop it so the mode chosen here is the one wandb uses.
+        del os.environ["WANDB_MODE"]
     if not cfg.wandb or cfg.mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
         return "disabled"
     if cfg.mode != "auto":

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 import optuna
@@ -165,18 +166,33 @@ def test_trials_queued_by_an_earlier_plan_are_dropped_not_crashed_on(tmp_path):
     assert all("not in the current plan" in t.user_attrs["reflect_failed_reason"] for t in dropped)
 
 
-def test_a_wandb_mirror_failure_does_not_fail_the_trial(tmp_path, monkeypatch):
-    import reflect.ablation.runner as runner
+class _NoRun:
+    """A W&B logger whose run cannot start."""
 
-    def broken_mirror(*a, **k):
+    @property
+    def experiment(self):
         raise RuntimeError("W&B is down")
 
-    monkeypatch.setattr(runner, "_mirror_final", broken_mirror)
+
+@pytest.mark.parametrize("where", ["start", "final"])
+def test_a_wandb_mirror_failure_does_not_fail_the_trial(tmp_path, monkeypatch, where):
+    import reflect.ablation.runner as runner
+    import reflect.tracking
+
+    def broken(*a, **k):
+        raise RuntimeError("W&B is down")
+
+    if where == "start":
+        monkeypatch.setattr(reflect.tracking, "make_wandb_logger", lambda *a, **k: _NoRun())
+    else:
+        monkeypatch.setattr(runner, "_mirror_final", broken)
     opts = RunOptions(path=str(write_ablation(tmp_path, "mirror")), overrides=(*TINY, "tracking.wandb=true"),
                       runs_dir=str(tmp_path / "runs"), seeds=(0,))
     abl = opts.load()
     store = store_for(abl, opts.runs_dir)
-    record = runner.run_trial(abl, plan_trials(abl)[0], store)
+    expect = pytest.warns(RuntimeWarning, match="W&B run could not start") if where == "start" else nullcontext()
+    with expect:
+        record = runner.run_trial(abl, plan_trials(abl)[0], store)
     assert record.status == "complete" and record.windowed_metric is not None
-    assert record.progress["wandb_mirror_error"] == "RuntimeError: W&B is down"
+    assert record.wandb_error == "RuntimeError: W&B is down"
     assert store.get(record.key).status == "complete"

@@ -40,3 +40,15 @@ def test_offline_run_lands_on_disk(no_credentials, tmp_path, capfd):
     run.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert "anonymous" not in capfd.readouterr().err  # no false deprecation alarm on every run
+
+
+def test_empty_wandb_mode_means_unset(no_credentials, monkeypatch, tmp_path):
+    """``export WANDB_MODE=`` must not break runs: wandb itself rejects an empty mode."""
+    import os
+
+    monkeypatch.setenv("WANDB_MODE", "")
+    assert resolve_wandb_mode(TrackingConfig()) == "offline" and "WANDB_MODE" not in os.environ
+    monkeypatch.setenv("WANDB_MODE", "")
+    logger = make_wandb_logger(TrackingConfig(), name="arm-s0", save_dir=tmp_path, config={})
+    logger.experiment.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

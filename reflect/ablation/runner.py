@@ -208,6 +208,7 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
             group=ablation.name, job_type=p.arm, tags=[f"phase{ablation.phase}", ablation.name],
             run_id=f"{ablation.name}-{p.key}",
         )
+        logger = _start_mirror(logger, record)
         with store.heartbeat(record):
             result = train(p.config, store.workdir(p.key), resume=True, logger=logger,
                            callbacks=[StoreHeartbeat(store, record, ablation.metric.name), *callbacks],
@@ -226,7 +227,7 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
             try:
                 _mirror_final(logger, ablation, record)
             except Exception as exc:  # noqa: BLE001 - W&B is a mirror: its failure never changes the result
-                record.progress = {**record.progress, "wandb_mirror_error": f"{type(exc).__name__}: {exc}"}
+                record.wandb_error = f"{type(exc).__name__}: {exc}"
     except optuna.TrialPruned as exc:
         record.status, record.failure_reason = PRUNED, f"pruned: {exc}"
     except Exception as exc:  # noqa: BLE001 - a trial's failure must not stop the others
@@ -241,6 +242,23 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
             except Exception:  # noqa: BLE001 - the mirror must never lose the store's record
                 pass
     return record
+
+
+def _start_mirror(logger, record: TrialRecord):
+    """Start the W&B run before training: if W&B cannot start (bad settings, no disk, a server error), the
+    trial goes on without its mirror and the record says why; the results store is what counts."""
+    if logger is None:
+        return None
+    try:
+        logger.experiment  # noqa: B018 - the property creates the run
+        return logger
+    except Exception as exc:  # noqa: BLE001 - any W&B failure costs only the mirror
+        import warnings
+
+        record.wandb_error = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"{record.key}: W&B run could not start ({type(exc).__name__}: {exc}); training without it",
+                      RuntimeWarning, stacklevel=2)
+        return None
 
 
 def _mirror_final(logger, ablation: Ablation, record: TrialRecord) -> None:

@@ -52,6 +52,7 @@ class TrialRecord:
     updated_at: float = field(default_factory=time.time)
     progress: dict[str, Any] = field(default_factory=dict)  # live: step, last eval metric
     optuna_trial: Optional[int] = None
+    wandb_error: Optional[str] = None  # why the W&B mirror is missing or incomplete (the result stands)
 
     @property
     def key(self) -> str:

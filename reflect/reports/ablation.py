@@ -43,7 +43,7 @@ def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
                          verdict=verdict(d.ci, min_eff, mode))
         entry["trials"] = sorted(
             [{"key": r.key, "seed": r.seed, "status": r.status, "value": r.windowed_metric,
-              "failure_reason": r.failure_reason} for r in used if r.arm == name], key=lambda t: t["seed"])
+              "failure_reason": r.failure_reason, "wandb_error": r.wandb_error} for r in used if r.arm == name], key=lambda t: t["seed"])
         entry["other_metrics"] = _other_metrics(ablation, [r for r in used if r.status == COMPLETE], name)
         entry["parameter_counts"] = next((r.parameter_counts for r in used if r.arm == name and r.parameter_counts), {})
         arms[name] = entry
@@ -136,6 +136,8 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
         for t in a["trials"]:
             val = "—" if t["value"] is None else f"{t['value']:.3f}"
             why = f" — {t['failure_reason']}" if t.get("failure_reason") else ""
+            if t.get("wandb_error"):
+                why += f" (no W&B mirror: {t['wandb_error']})"
             lines.append(f"- `{t['key']}`: {t['status']}, {val}{why}")
     lines.append(f"\n_Generated {summary['generated_at']} from the results store._")
     return "\n".join(lines) + "\n"
