@@ -71,6 +71,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--channels", type=int, nargs="+", default=[3, 16])
     parser.add_argument("--reps", type=int, default=10, help="timed runs of the torch backend (and gsplat)")
+    parser.add_argument("--dense-reps", type=int, default=3,
+                        help="timed runs of the dense reference (slow; one run alone is too noisy)")
     parser.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 if args.no_dense:
                     row += f"{'-':>9} {'-':>7} {'-':>9}"
                 elif size * size * n <= DENSE_LIMIT:
-                    t_ref, img_r = best_of(rasterization_reference, scene, reps=1)
+                    t_ref, img_r = best_of(rasterization_reference, scene, reps=args.dense_reps)
                     mae = (img_t - img_r).abs().mean().item()
                     row += f"{t_ref * 1e3:>9.1f} {t_ref / t_torch:>6.1f}x {mae:>9.2e}"
                 else:

@@ -82,7 +82,8 @@ class LiveStatus:
                               "—" if metric is None else f"{metric:.2f}")
         head = Text(f"{self.ablation.name}: {done}/{len(self.keys)} trials complete, {failed} failed, "
                     f"{time.time() - self.started:.0f} s")
-        return Group(head, ProgressBar(total=len(self.keys), completed=done, width=50), table)
+        bar = ProgressBar(total=len(self.keys), completed=done, width=50)
+        return Group(head, bar, table) if table.row_count else Group(head, bar)
 
 
 def print_plan(ablation, store) -> None:
