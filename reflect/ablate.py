@@ -121,7 +121,8 @@ def check_data(ablation) -> str:
     if region is not None and region not in have:
         raise ConfigError(str(ablation.path), f"the dataset's {ablation.metric.split} frames have no region mask "
                           f"{region!r} (region_mask_paths: {have or 'none'})", "metric.name")
-    return f"data: {', '.join(f'{k}={len(v)} frames' for k, v in splits.items())}, fingerprint {dataset_fingerprint(data)}"
+    counts = ", ".join(f"{k}={len(v)} frames" for k, v in splits.items())
+    return f"data: {counts}, fingerprint {dataset_fingerprint(data)}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

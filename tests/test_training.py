@@ -52,7 +52,8 @@ def test_resume_gives_the_same_next_step_loss_and_curve(tmp_path, tiny_overrides
     # the checkpoint at step 4 precedes step 4's evaluation: the resumed run must still have it, same values
     assert [h["step"] for h in resumed.eval_history] == [h["step"] for h in straight.eval_history] == [2, 4, 6, 8]
     for a, b in zip(resumed.eval_history, straight.eval_history):
-        assert a["val/psnr"] == pytest.approx(b["val/psnr"], rel=1e-5) and a["test/psnr"] == pytest.approx(b["test/psnr"], rel=1e-5)
+        assert a["val/psnr"] == pytest.approx(b["val/psnr"], rel=1e-5)
+        assert a["test/psnr"] == pytest.approx(b["test/psnr"], rel=1e-5)
 
 
 def test_divergence_is_reported(tmp_path, tiny_overrides):

@@ -400,7 +400,8 @@ def render_frames(head: ProceduralHead, seq: dict[str, np.ndarray], ts: np.ndarr
     alpha = cov.mean(dim=(2, 4))
     colour = (rgb * cov).sum(dim=(2, 4)) / cov.sum(dim=(2, 4)).clamp_min(1e-6)
     rgba = torch.cat([colour, alpha], dim=-1)
-    return (rgba * 255.0).round().clamp(0, 255).to(torch.uint8).numpy(), wrinkle_region(zone.reshape(f, size, ss, size, ss), alpha[..., 0])
+    rgba_u8 = (rgba * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    return rgba_u8, wrinkle_region(zone.reshape(f, size, ss, size, ss), alpha[..., 0])
 
 
 def wrinkle_region(zone: torch.Tensor, coverage: torch.Tensor) -> np.ndarray:

@@ -43,7 +43,8 @@ def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
                          verdict=verdict(d.ci, min_eff, mode))
         entry["trials"] = sorted(
             [{"key": r.key, "seed": r.seed, "status": r.status, "value": r.windowed_metric,
-              "failure_reason": r.failure_reason, "wandb_error": r.wandb_error} for r in used if r.arm == name], key=lambda t: t["seed"])
+              "failure_reason": r.failure_reason, "wandb_error": r.wandb_error} for r in used if r.arm == name],
+            key=lambda t: t["seed"])
         entry["other_metrics"] = _other_metrics(ablation, [r for r in used if r.status == COMPLETE], name)
         entry["parameter_counts"] = next((r.parameter_counts for r in used if r.arm == name and r.parameter_counts), {})
         arms[name] = entry
