@@ -119,3 +119,20 @@ def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(tmp_path, tiny_override
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a second Ctrl-C works again
     resumed = train(cfg, tmp_path / "run")
     assert resumed.resumed_from_step == 3 and resumed.steps == 6
+
+
+def test_training_on_a_dataset_root_in_the_real_layout(tmp_path, tiny_overrides):
+    """``data.root=PATH`` trains on an export in GaussianAvatars' layout (here one written to disk by the
+    generator, read back as real data: points3d.ply for the initialisation, no synthetic cache)."""
+    from reflect.data import SyntheticHeadConfig, dataset_fingerprint
+    from reflect.data.synthetic import generate_synthetic_head
+
+    root = generate_synthetic_head(SyntheticHeadConfig(image_size=32, n_train_timesteps=8, n_val_timesteps=2,
+                                                       n_test_timesteps=2, supersample=1), tmp_path / "export",
+                                   progress=False)
+    cfg = load_train_config("quick", tiny_overrides + [f"data.root={root}"])
+    assert dataset_fingerprint(cfg.data) != dataset_fingerprint(load_train_config("quick", tiny_overrides).data)
+    result = train(cfg, tmp_path / "run")
+    assert result.steps == 6 and [h["step"] for h in result.eval_history] == [3, 6]
+    assert len(result.per_frame["val"]["frame_id"]) == 2 and result.per_frame["val"]["frame_id"][0].startswith("export/")
+    assert result.parameter_counts["means"] == 3 * cfg.model.gaussians.num_gaussians
