@@ -51,19 +51,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (workdir / "metrics.json").write_text(json.dumps(
             {"config_hash": chash, "eval_history": result.eval_history, "per_frame": result.per_frame,
              "parameter_counts": result.parameter_counts, "lpips": result.lpips_status,
-             "wall_time_s": result.wall_time_s}, indent=2))
+             "lpips_reason": result.lpips_reason, "wall_time_s": result.wall_time_s}, indent=2))
         for i, split in enumerate(cfg.eval.splits):
             lp = final.get(f"{split}/lpips")
             line = f"[bold]{split}[/] PSNR {final[f'{split}/psnr']:.2f} dB  SSIM {final[f'{split}/ssim']:.4f}"
             if i == 0:
-                line += f"  LPIPS {f'{lp:.4f}' if lp is not None else result.lpips_status.split(':')[0]}"
+                line += f"  LPIPS {f'{lp:.4f}' if lp is not None else result.lpips_status}"
             regions = sorted(k for k in final if k.startswith(f"{split}/psnr_") and k != f"{split}/psnr_masked")
             for key in regions:  # region scores the dataset provides, e.g. the synthetic head's wrinkles
                 if final[key] is not None:
                     line += f"  {key.split('/psnr_')[1]} PSNR {final[key]:.2f} dB"
             console.print(line)
-        if result.lpips_status != "available":
-            console.print(f"LPIPS {result.lpips_status}", style="dim", markup=False)
+        if result.lpips_reason:
+            console.print(f"LPIPS unavailable: {result.lpips_reason}", style="dim", markup=False)
         console.print(f"parameters: {result.parameter_counts}")
         console.print(f"checkpoint: {result.checkpoint}\nmetrics: {workdir / 'metrics.json'}  "
                       f"({result.steps} steps, {result.wall_time_s:.0f} s)")

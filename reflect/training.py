@@ -38,7 +38,8 @@ class TrainResult:
     checkpoint: str
     wall_time_s: float
     steps: int
-    lpips_status: str
+    lpips_status: str  # "available" | "unavailable"
+    lpips_reason: Optional[str]  # why unavailable (the file it looked for), else None
     resolution: tuple[int, int]
     resumed_from_step: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +121,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         checkpoint=str(last),
         wall_time_s=wall,
         steps=int(module.global_step),
-        lpips_status="available" if module.lpips_metric.available else f"unavailable: {module.lpips_metric.reason}",
+        lpips_status="available" if module.lpips_metric.available else "unavailable",
+        lpips_reason=None if module.lpips_metric.available else module.lpips_metric.reason,
         resolution=(train_set.width, train_set.height),
         resumed_from_step=resumed_from,
         extra={"config": to_plain_dict(cfg)},

@@ -223,7 +223,8 @@ def test_synthetic_through_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert train.init_points().shape == (10000, 3) and np.abs(train.init_points()).max() < 0.2
     assert train.canonical_shape.shape == (300,)
     assert load_splits(cfg)["train"].frames[0].image == train.frames[0].image  # cached, not regenerated
-    assert train.region_names == ["wrinkles"] and val.region_names == ["wrinkles"]
+    assert val.region_names == test.region_names == ["wrinkles"]
+    assert train.region_names == [] and train[0]["regions"] == {}  # evaluation only: not in the training loop
     region = val[0]["regions"]["wrinkles"]
     assert region.shape == (1, 32, 32) and set(region.unique().tolist()) == {0.0, 1.0}
     assert 0.02 < region.mean() < 0.3 and (region <= (val[0]["alpha"] > 0).float()).all()  # on the face only

@@ -175,8 +175,8 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "background": list(cfg.data.background),
         "eval_frame_ids": {s: v.get("frame_id", []) for s, v in result.per_frame.items()},
         "lpips_net": cfg.eval.lpips_net,
-        "lpips": result.lpips_status.split(":")[0],  # "available" | "unavailable"
-        "lpips_reason": result.lpips_status.partition(": ")[2] or None,
+        "lpips": result.lpips_status,
+        "lpips_reason": result.lpips_reason,
         "dataset_fingerprint": dataset_fingerprint(cfg.data),
         "render_backend": cfg.render.backend or "auto",
     }
@@ -195,9 +195,8 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
     existing = store.get(p.key)
     if existing is not None and existing.status == COMPLETE:
         return existing
-    record = TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash, status=RUNNING,
-                         config=to_plain_dict(p.config), overrides=p.overrides, metric_name=ablation.metric.name,
-                         metric_window=ablation.metric.window, provenance=provenance(), optuna_trial=optuna_number)
+    record = _running_record(ablation, p, optuna_number, config=to_plain_dict(p.config), overrides=p.overrides,
+                             provenance=provenance())
     store.write(record)
     logger = None
     try:
@@ -242,6 +241,13 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
             except Exception:  # noqa: BLE001 - the mirror must never lose the store's record
                 pass
     return record
+
+
+def _running_record(ablation: Ablation, p: PlannedTrial, optuna_number: Optional[int], **fields: Any) -> TrialRecord:
+    """A RUNNING record of trial ``p``: the worker's claim (bare) or run_trial's (with config and provenance)."""
+    return TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash, status=RUNNING,
+                       metric_name=ablation.metric.name, metric_window=ablation.metric.window,
+                       optuna_trial=optuna_number, **fields)
 
 
 def _start_mirror(logger, record: TrialRecord):
@@ -324,9 +330,7 @@ def _claim_next(ablation: Ablation, by_key: dict[str, PlannedTrial], store: Resu
             if existing is not None and existing.status == COMPLETE:  # enqueued twice; already done
                 _tell(study, trial, existing)
                 continue
-            store.write(TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
-                                    status=RUNNING, metric_name=ablation.metric.name,
-                                    metric_window=ablation.metric.window, optuna_trial=trial.number))
+            store.write(_running_record(ablation, p, trial.number))
             return trial, p
     return None
 

@@ -25,9 +25,9 @@ KEY_ATTR = "reflect_key"
 
 def open_storage(url: Optional[str], default_journal: Path) -> BaseStorage | str:
     """None → the journal file under runs/; ``*.journal``/``*.log`` paths → a journal; else a database URL."""
-    path = default_journal if url is None else Path(url) if "://" not in url else None
-    if path is None:
-        return url
+    if url is not None and "://" in url:
+        return url  # a database URL: optuna opens it (open_study turns failures into a clear error)
+    path = default_journal if url is None else Path(url)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))

@@ -211,9 +211,10 @@ class AvatarDataset(Dataset):
             frames = [frames[i] for i in keep]
         self.frames = frames
         self.width, self.height = size[0], size[1]
-        # every item carries every region any frame of the split has (an all-zero mask where a frame lacks
-        # one) so that batches collate; an empty mask means "no value" to the region metrics
-        self.region_names = sorted({name for f in frames for name in f.regions})
+        # Region masks serve evaluation only, so the training split neither decodes nor collates them. Every
+        # item of an evaluation split carries every region any of its frames has (all-zero where a frame lacks
+        # one) so that batches collate; an empty mask means "no value" to the region metrics.
+        self.region_names = [] if split == "train" else sorted({name for f in frames for name in f.regions})
         self.canonical_shape = _load_flame(sessions[0].root / "canonical_flame_param.npz", "canonical parameters",
                                            {"shape": 300})["shape"]
         self._cache: Optional[list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]] = None
@@ -291,6 +292,8 @@ class AvatarDataset(Dataset):
         a = torch.ones(1, self.height, self.width) if alpha is None else torch.from_numpy(alpha)[None].float() / 255.0
         regions = {}
         for name, path in f.regions.items():
+            if name not in self.region_names:  # the training split keeps none
+                continue
             m = read_mask(path)
             if m.shape != (self.height, self.width):
                 raise DatasetError(f"{path}: decoded {m.shape[1]}x{m.shape[0]}, expected {self.width}x{self.height}")
