@@ -89,6 +89,15 @@ def test_end_to_end_then_rerun_trains_nothing(tmp_path, monkeypatch):
     run_ablation(opts)
     assert {r.key: r.updated_at for r in store.records()} == before
 
+    # A trial reused from another code version is named in the report, never silently mixed in.
+    assert "code versions" not in report and len(summary["code_versions"]) == 1
+    old = next(iter(records.values()))
+    old.provenance = {**old.provenance, "git_commit": "0ld0c0de", "git_dirty": False}
+    store.write(old)
+    summary = write_ablation_report(ablation, store, tmp_path / "reports")
+    assert "0ld0c0de" in summary["code_versions"] and len(summary["code_versions"]) == 2
+    assert "ran on 2 code versions" in (tmp_path / "reports" / "tiny_abl" / "report.md").read_text()
+
 
 def test_diverging_arm_fails_while_others_complete(tmp_path):
     opts = opts_for(tmp_path, write_ablation(tmp_path, "nan_abl", NAN_ARM))

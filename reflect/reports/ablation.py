@@ -57,8 +57,16 @@ def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
         "seeds": ablation.seeds, "arms": arms,
         "protocol": next((r.protocol for r in used if r.status == COMPLETE), {}),
         "provenance": next((r.provenance for r in used if r.status == COMPLETE), {}),
+        # Trials are identified by config and seed, not by code version, so a rerun after a code change
+        # reuses older trials: every commit the compared numbers came from is listed (and warned about).
+        "code_versions": sorted({_code_version(r) for r in used if r.status == COMPLETE and r.provenance}),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _code_version(record: TrialRecord) -> str:
+    dirty = " (dirty)" if record.provenance.get("git_dirty") else ""
+    return f"{record.provenance.get('git_commit')}{dirty}"
 
 
 def _other_metrics(ablation: Ablation, complete: list[TrialRecord], arm: str) -> dict[str, Any]:
@@ -126,6 +134,10 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
                   f"resolution {proto.get('resolution')}, splits {proto.get('splits')}, background "
                   f"{proto.get('background')}, LPIPS {proto.get('lpips_net')} ({proto.get('lpips')}), dataset "
                   f"`{proto.get('dataset_fingerprint')}`, renderer {proto.get('render_backend')}."]
+    versions = summary.get("code_versions") or []
+    if len(versions) > 1:
+        lines += [f"**Warning:** the compared trials ran on {len(versions)} code versions ({', '.join(versions)}); "
+                  "if the change between them affects training, rerun them (delete their records) before deciding."]
     prov = summary.get("provenance") or {}
     if prov:
         lines += [f"**Provenance:** commit `{prov.get('git_commit')}`{' (dirty)' if prov.get('git_dirty') else ''}, "
