@@ -37,7 +37,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
     p.add_argument("--dry-run", action="store_true", help="validate everything and print the trial plan; train nothing")
-    return p.parse_args(argv)
+    # intermixed: options and key=value overrides in any order (plain parse_args rejects overrides after an
+    # option on Python < 3.12, cpython#59317)
+    return p.parse_intermixed_args(argv)
 
 
 def parse_seeds(text: Optional[str]) -> Optional[tuple[int, ...]]:
@@ -57,14 +59,34 @@ def parse_seeds(text: Optional[str]) -> Optional[tuple[int, ...]]:
 
 
 class LiveStatus:
-    """Renderable polled by rich.Live: trials done/total and what each running trial is doing."""
+    """Renderable polled by rich.Live: the design's look, each arm's current verdict, the running trials."""
+
+    ANALYSIS_EVERY_S = 3.0  # the replay reads every record: often enough for a person, cheap for the run
 
     def __init__(self, ablation, store):
-        from reflect.ablation.runner import plan_trials
+        from reflect.ablation.plan import plan_trials
 
         self.ablation, self.store = ablation, store
         self.keys = [p.key for p in plan_trials(ablation)]
         self.started = time.time()
+        self._analysis, self._analysed_at = None, 0.0
+
+    def _verdicts(self) -> Text:
+        from reflect.analysis.verdicts import analyze
+
+        if time.time() - self._analysed_at > self.ANALYSIS_EVERY_S:
+            self._analysis, self._analysed_at = analyze(self.ablation, list(self.store.records())), time.time()
+        a = self._analysis
+        looks = a.looks
+        parts = [f"look {a.looks_taken}/{len(looks)} taken (looks at {', '.join(map(str, looks))} seeds)"]
+        for name, arm in a.arms.items():
+            if arm.is_baseline:
+                continue
+            state = arm.verdict + (f" at {arm.decided_at}" if arm.decided else "")
+            if arm.next_seeds:
+                state += f", running to {arm.next_seeds} seeds"
+            parts.append(f"{name}: {state}")
+        return Text(" · ".join(parts))
 
     def __rich__(self):
         records = {r.key: r for r in self.store.records()}
@@ -80,24 +102,56 @@ class LiveStatus:
                 metric = prog.get("metric")
                 table.add_row(r.arm, str(r.seed), f"{prog.get('step', 0)}/{prog.get('max_steps', '?')}",
                               "—" if metric is None else f"{metric:.2f}")
-        head = Text(f"{self.ablation.name}: {done}/{len(self.keys)} trials complete, {failed} failed, "
-                    f"{time.time() - self.started:.0f} s")
+        head = Text(f"{self.ablation.name}: {done} trials complete, {failed} failed, at most {len(self.keys)} "
+                    f"planned, {time.time() - self.started:.0f} s")
         bar = ProgressBar(total=len(self.keys), completed=done, width=50)
-        return Group(head, bar, table) if table.row_count else Group(head, bar)
+        parts = [head, bar, self._verdicts()]
+        return Group(*parts, table) if table.row_count else Group(*parts)
 
 
 def print_plan(ablation, store) -> None:
+    """The trial plan (with the look each seed enters at) and the power of each planned look."""
     from reflect.ablation.runner import trial_status
 
-    table = Table(title=f"{ablation.name}: {len(ablation.arms)} arms × {len(ablation.seeds)} seeds "
+    design = ablation.design
+    entering = {seed: next(n for n in design.looks if i < n) for i, seed in enumerate(design.seeds)}
+    table = Table(title=f"{ablation.name}: {len(ablation.arms)} arms, {design.describe()} "
                         f"(phase {ablation.phase}, baseline {ablation.baseline})")
-    for col in ("arm", "seed", "config hash", "status", "overrides"):
+    for col in ("arm", "seed", "look", "config hash", "status", "overrides"):
         table.add_column(col)
     for p, rec in trial_status(ablation, store):
         status = rec.status if rec else "pending"
-        table.add_row(p.arm, str(p.seed), p.config_hash, status,
+        table.add_row(p.arm, str(p.seed), f"{entering[p.seed]} seeds", p.config_hash, status,
                       ", ".join(f"{k}={v}" for k, v in p.overrides.items()) or "—")
     console.print(table)
+    print_power(ablation, store)
+
+
+def print_power(ablation, store) -> None:
+    """The minimum detectable effect at each look, from the spread the store shows (or the stated default)."""
+    from reflect.analysis.verdicts import analyze
+    from reflect.reports.ablation import prior_spread
+
+    analysis = analyze(ablation, list(store.records()), prior_spread(ablation, store))
+    unit = "dB" if ablation.metric.kind == "psnr" else ablation.metric.kind.upper()
+    spread = analysis.spread
+    if spread.sd is None:
+        console.print(f"power: {spread.source}; no MDE can be given")
+        return
+    table = Table(title=f"minimum detectable effect (80% power), margin {analysis.margin:g} {unit}")
+    table.add_column("seeds per arm")
+    table.add_column("one-sided level")
+    table.add_column(f"MDE ({unit})")
+    arm = next(a for a in analysis.arms.values() if not a.is_baseline)
+    for row in arm.mde:
+        table.add_row(str(row.seeds), f"{row.level:.4f}", "—" if row.mde is None else f"{row.mde:.3f}")
+    console.print(table)
+    console.print(f"paired spread σ_d = {spread.sd:.3f} {unit}: {spread.source}")
+    expected = ablation.expected.gain_db
+    if expected is not None and arm.mde and arm.mde[-1].mde is not None and abs(expected) < arm.mde[-1].mde:
+        console.print(f"[yellow]underpowered[/]: the expected {expected:+.2f} {unit} is below the MDE at "
+                      f"{arm.mde[-1].seeds} seeds ({arm.mde[-1].mde:.3f}); a verdict of 'better' is unlikely even "
+                      "if the literature is right")
 
 
 def check_data(ablation) -> str:
@@ -130,6 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with exit_on_user_error("reflect.ablate"):
         from reflect.ablation.runner import RunOptions, run_ablation, store_for
         from reflect.reports.ablation import write_ablation_report
+        from reflect.reports.console import print_outcome
 
         opts = RunOptions(path=args.file, overrides=tuple(args.overrides), seeds=parse_seeds(args.seeds),
                           profile=args.profile, storage=args.storage, runs_dir=args.runs_dir)
@@ -152,36 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         live = Live(LiveStatus(ablation, store), console=console, refresh_per_second=2, transient=False)
         run_ablation(opts, workers=args.workers, display=live)
         summary = write_ablation_report(ablation, store, args.reports_dir)
-        return report_outcome(summary, Path(args.reports_dir) / ablation.name)
-
-
-def report_outcome(summary: dict, out_dir: Path) -> int:
-    table = Table(title=f"{summary['ablation']}: {summary['metric']['name']} "
-                        f"(avg of last {summary['metric']['window']} evals)")
-    for col in ("arm", "n", "mean", "Δ vs baseline", "Δ CI", "verdict"):
-        table.add_column(col)
-    scored = False
-    for name, a in summary["arms"].items():
-        delta = a.get("delta_db")
-        if name != summary["baseline"] and delta is not None:
-            scored = True
-        dci = a.get("delta_ci")
-        table.add_row(name, str(a["n"]), "—" if a["mean"] is None else f"{a['mean']:.2f}",
-                      "—" if delta is None else f"{delta:+.2f}",
-                      "—" if not dci else f"[{dci[0]:+.2f}, {dci[1]:+.2f}]", a["verdict"])
-    console.print(table)
-    for name, a in summary["arms"].items():
-        for t in a["trials"]:
-            if t["status"] == "failed":
-                console.print(f"[yellow]failed[/] {t['key']}: {t['failure_reason']}")
-    console.print(f"report: {out_dir / 'report.md'}  summary: {out_dir / 'summary.json'}")
-    if not scored:
-        base = summary["arms"][summary["baseline"]]
-        why = (f"the baseline arm '{summary['baseline']}' has no complete trial" if base["n"] == 0
-               else "no arm has complete trials paired with the baseline's seeds")
-        console.print(f"[red]nothing could be scored: {why}[/]")
-        return 1
-    return 0
+        return print_outcome(summary, Path(args.reports_dir) / ablation.name)
 
 
 if __name__ == "__main__":

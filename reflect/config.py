@@ -108,8 +108,12 @@ class EvalConfig:
     splits: List[str] = field(default_factory=lambda: ["val", "test"])
     lpips_net: str = "alex"  # part of the evaluation protocol: alex and vgg give different numbers
     lpips_weights_path: Optional[str] = None
+    # per-frame metrics are kept for this many of the latest evaluations (an ablation raises it to its window)
+    per_frame_history: int = 20
 
     def validate(self) -> None:
+        if self.per_frame_history < 1:
+            raise ValueError(f"per_frame_history: expected a positive integer, got {self.per_frame_history}")
         bad = [s for s in self.splits if s not in ("val", "test")]
         if bad or not self.splits:
             raise ValueError(f"splits: expected a non-empty subset of ['val', 'test'], got {list(self.splits)}")
@@ -156,6 +160,7 @@ NON_IDENTITY_KEYS = (
     "output_dir", "tracking", "render.backend", "trainer.accelerator", "trainer.num_workers",
     "trainer.progress_bar", "trainer.log_every", "trainer.checkpoint_every", "trainer.sample_images",
     "data.preload", "data.root", "data.sessions", "eval.lpips_weights_path", "loss.lpips.weights_path",
+    "eval.per_frame_history",
 )
 
 
@@ -174,8 +179,14 @@ def identity_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def hash_identity(identity: dict[str, Any]) -> str:
+    """The 16-hex-digit hash of an identity dict (see :func:`identity_dict`)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def config_hash(cfg: TrainConfig) -> str:
-    return hashlib.sha256(json.dumps(identity_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+    """A trial's identity: the hash of its result-relevant config, seed included."""
+    return hash_identity(identity_dict(cfg))
 
 
 def profile_path(name: str) -> Path:

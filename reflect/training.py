@@ -23,6 +23,7 @@ from reflect.config_loading import to_plain_dict
 from reflect.data import load_splits
 from reflect.lightning.datamodule import AvatarDataModule
 from reflect.lightning.module import AvatarModule
+from reflect.render import resolve_backend
 
 LAST_CHECKPOINT = "last.ckpt"
 
@@ -42,6 +43,9 @@ class TrainResult:
     lpips_reason: Optional[str]  # why unavailable (the file it looked for), else None
     resolution: tuple[int, int]
     resumed_from_step: int = 0
+    render_backend: str = "torch"  # the backend that actually rendered ("auto" resolved on the run's device)
+    # per evaluation (the latest eval.per_frame_history of them): {"step": s, "splits": {split: per-frame}}
+    per_frame_history: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,6 +120,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     return TrainResult(
         eval_history=module.eval_history,
         per_frame=module.last_per_frame,
+        per_frame_history=module.per_frame_history,
+        render_backend=resolve_backend(cfg.render.backend, module.device),
         train_history=module.train_history,
         parameter_counts=module.model.count_parameters(),
         checkpoint=str(last),

@@ -6,7 +6,6 @@ resumes from its last checkpoint in its work folder.
 """
 from __future__ import annotations
 
-import copy
 import fcntl
 import math
 import multiprocessing as mp
@@ -26,25 +25,13 @@ import optuna
 from optuna.trial import TrialState
 from pytorch_lightning.callbacks import Callback
 
+from reflect.ablation.plan import PlannedTrial, plan_trials
 from reflect.ablation.spec import Ablation, load_ablation
+from reflect.config import TrainConfig
 from reflect.ablation.store import COMPLETE, FAILED, PRUNED, RUNNING, ResultsStore, TrialRecord
 from reflect.ablation.study import KEY_ATTR, has_waiting, mark_failed, open_storage, open_study
-from reflect.config import TrainConfig, config_hash
 from reflect.config_loading import to_plain_dict
-from reflect.stats import windowed
-
-
-@dataclass
-class PlannedTrial:
-    arm: str
-    seed: int
-    config: TrainConfig
-    config_hash: str
-    overrides: dict[str, Any]
-
-    @property
-    def key(self) -> str:
-        return f"{self.arm}-s{self.seed}-{self.config_hash}"
+from reflect.analysis.windows import windowed
 
 
 @dataclass
@@ -63,16 +50,6 @@ class RunOptions:
         return load_ablation(self.path, self.overrides, self.seeds, self.profile)
 
 
-def plan_trials(ablation: Ablation) -> list[PlannedTrial]:
-    out = []
-    for arm in ablation.arms.values():
-        for seed in ablation.seeds:
-            cfg = copy.deepcopy(arm.config)
-            cfg.seed = seed
-            out.append(PlannedTrial(arm.name, seed, cfg, config_hash(cfg), arm.overrides))
-    return out
-
-
 def store_for(ablation: Ablation, runs_dir: str | Path) -> ResultsStore:
     return ResultsStore(Path(runs_dir) / ablation.name)
 
@@ -88,13 +65,18 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore, study: optuna.Study) -> int:
-    """Enqueue every planned trial that is neither complete nor alive somewhere; returns how many are pending."""
+def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore, study: optuna.Study,
+               known: Optional[set[str]] = None) -> int:
+    """Enqueue every trial of ``plan`` that is neither complete nor alive somewhere; returns how many are pending.
+
+    Waiting trials whose key is not in ``known`` (default: ``plan``'s keys) belong to an earlier plan and are
+    failed off; a sequential design passes every trial it may run as ``known`` and one look's as ``plan``.
+    """
     with _file_lock(store.root / ".queue.lock"):
         by_key: dict[str, list[optuna.trial.FrozenTrial]] = {}
         for t in study.get_trials(deepcopy=False):
             by_key.setdefault(t.user_attrs.get(KEY_ATTR, ""), []).append(t)
-        planned = {p.key for p in plan}
+        planned = known if known is not None else {p.key for p in plan}
         for key, trials in by_key.items():
             if key not in planned:  # left over from an earlier plan (other seeds, renamed arms, new overrides)
                 for t in trials:
@@ -178,7 +160,8 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "lpips": result.lpips_status,
         "lpips_reason": result.lpips_reason,
         "dataset_fingerprint": dataset_fingerprint(cfg.data),
-        "render_backend": cfg.render.backend or "auto",
+        "render_backend": result.render_backend,  # what ran, not what was asked ("auto")
+        "render_backend_requested": cfg.render.backend or "auto",
     }
 
 
@@ -215,6 +198,7 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
         value = windowed(result.eval_history, ablation.metric.name, ablation.metric.window)
         record.eval_history, record.train_history = result.eval_history, result.train_history
         record.per_frame, record.parameter_counts = result.per_frame, result.parameter_counts
+        record.per_frame_history = result.per_frame_history
         record.wall_time_s, record.steps, record.checkpoint = result.wall_time_s, result.steps, result.checkpoint
         record.protocol = evaluation_protocol(p.config, result)
         record.windowed_metric = value
@@ -357,26 +341,49 @@ def _worker_entry(opts: RunOptions) -> None:
 
 
 def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = None) -> Ablation:
-    """Enqueue what is left and run it with ``workers`` processes (1 = in this process)."""
+    """Run the ablation's seed design with ``workers`` processes (1 = in this process).
+
+    A fixed design runs every (arm, seed) once. A sequential design runs look by look: the first look's seeds
+    for every arm, then the analysis decides; only undecided arms (and the baseline) get the next look's seeds,
+    and it stops when every arm is decided or the last look is taken. Trials already complete are never rerun;
+    a trial that failed is retried once per invocation.
+    """
+    from reflect.analysis.verdicts import analyze
+
     ablation = opts.load()
-    plan = plan_trials(ablation)
+    full_plan = plan_trials(ablation)
+    by_arm_seed = {(p.arm, p.seed): p for p in full_plan}
+    known = {p.key for p in full_plan}
     store = store_for(ablation, opts.runs_dir)
     study = open_study(ablation.name, open_storage(opts.storage, store.root / "optuna.journal"),
                        "maximize" if ablation.metric.mode == "max" else "minimize")
-    sync_queue(ablation, plan, store, study)
+    attempted: set[str] = set()
+    with display or _null():
+        while True:
+            wanted = analyze(ablation, store.records()).trials_to_run()
+            batch = [by_arm_seed[(arm, seed)] for arm, seeds in wanted.items() for seed in seeds
+                     if by_arm_seed[(arm, seed)].key not in attempted and not store.complete(by_arm_seed[(arm, seed)].key)]
+            if not batch:
+                break
+            attempted.update(p.key for p in batch)
+            sync_queue(ablation, batch, store, study, known=known)
+            _run_workers(opts, workers)
+    return ablation
+
+
+def _run_workers(opts: RunOptions, workers: int) -> None:
+    """Drain the queue with ``workers`` processes (1 = in this process)."""
     if workers <= 1:
-        with display or _null():
-            worker_loop(opts)
-        return ablation
+        worker_loop(opts)
+        return
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_entry, args=(RunOptions(**{**opts.__dict__, "threads": threads}),))
              for _ in range(workers)]
-    with display or _null():
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join()
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
     crashed = [p.exitcode for p in procs if p.exitcode != 0]
     if crashed:
         # Trials a crashed worker held stay RUNNING in the study; the next run re-enqueues them (stale).
@@ -384,7 +391,6 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
 
         warnings.warn(f"{len(crashed)} of {workers} worker processes exited abnormally (exit codes {crashed}); "
                       "rerun the command to finish their trials", RuntimeWarning, stacklevel=2)
-    return ablation
 
 
 @contextmanager

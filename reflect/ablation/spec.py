@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import MISSING
 
+from reflect.ablation.seeds import SeedDesign, default_looks
 from reflect.config import PROFILES, TrainConfig, load_train_config
 from reflect.config_loading import ConfigError, flatten, merge_into_schema, read_yaml_mapping
 
@@ -41,6 +42,12 @@ class MetricSpec:
         return self.name.split("/")[0]
 
     @property
+    def kind(self) -> str:
+        """psnr (every psnr_* metric, in dB), ssim or lpips: what unit a margin is in."""
+        metric = self.name.split("/")[1]
+        return "psnr" if metric.startswith("psnr") else metric.split("_")[0]
+
+    @property
     def region(self) -> Optional[str]:
         """The region mask a ``psnr_<region>`` metric scores, else None."""
         metric = self.name.split("/")[1]
@@ -53,16 +60,77 @@ class ExpectedSpec:
     source: str = ""
 
 
+DEFAULT_PSNR_MARGIN_DB = 0.1
+
+
 @dataclass
 class DecisionSpec:
-    min_effect_db: float = 0.1
+    """The margin (smallest effect worth acting on) and the confidence of every verdict.
+
+    ``min_effect_db`` is the margin of a PSNR metric (dB); ``margin`` is the margin in the metric's own unit
+    (dB for PSNR, an absolute amount for SSIM and LPIPS). Give one of them; PSNR defaults to 0.1 dB.
+    ``confidence`` 0.95 means α = 0.025 per side, over all looks and arms.
+    """
+
+    min_effect_db: Optional[float] = None
+    margin: Optional[float] = None
     confidence: float = 0.95
 
     def validate(self) -> None:
-        if self.min_effect_db < 0:
-            raise ValueError(f"min_effect_db: expected >= 0, got {self.min_effect_db}")
+        for key in ("min_effect_db", "margin"):
+            value = getattr(self, key)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{key}: expected a margin >= 0, got {value}")
+        if self.min_effect_db is not None and self.margin is not None:
+            raise ValueError("margin: give either min_effect_db (dB, PSNR metrics) or margin (the metric's unit), "
+                             "not both")
         if not 0.5 < self.confidence < 1:
             raise ValueError(f"confidence: expected a value in (0.5, 1), got {self.confidence}")
+
+    @property
+    def alpha(self) -> float:
+        """The one-sided error per side."""
+        return (1 - self.confidence) / 2
+
+    def margin_for(self, metric: "MetricSpec", source: str) -> float:
+        """The margin in ``metric``'s unit; a dB margin on an SSIM/LPIPS metric is an error naming the key."""
+        if metric.kind == "psnr":
+            value = self.margin if self.margin is not None else self.min_effect_db
+            return DEFAULT_PSNR_MARGIN_DB if value is None else float(value)
+        if self.min_effect_db is not None:
+            raise ConfigError(source, f"a margin in dB does not apply to {metric.name} (a 0-1 scale); give "
+                              f"decision.margin as an absolute {metric.kind.upper()} amount (e.g. 0.005)",
+                              "decision.min_effect_db")
+        if self.margin is None:
+            raise ConfigError(source, f"expected a margin for {metric.name} in its own unit (an absolute "
+                              f"{metric.kind.upper()} amount, e.g. 0.005)", "decision.margin")
+        return float(self.margin)
+
+
+SEED_PLAN_KEYS = ("min", "max", "looks")
+
+
+def parse_seed_design(seeds: Any, source: str) -> SeedDesign:
+    """``seeds:`` of an ablation file → a design: a count or a list is fixed; ``{min, max[, looks]}`` sequential."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        return SeedDesign(tuple(range(seeds)), (seeds,))
+    if isinstance(seeds, list):
+        return SeedDesign(tuple(seeds), (len(seeds),))
+    unknown = sorted(set(seeds) - set(SEED_PLAN_KEYS))
+    if unknown:
+        raise ConfigError(source, f"unknown key {unknown[0]!r}; expected min, max and optionally looks", "seeds")
+    low, high = seeds.get("min"), seeds.get("max")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) or not 2 <= low < high:
+        raise ConfigError(source, f"expected integers 2 <= min < max (a paired t-test needs 2 seeds), got "
+                          f"min={low!r}, max={high!r}", "seeds")
+    looks = seeds.get("looks")
+    if looks is None:
+        looks = list(default_looks(low, high))
+    if (not isinstance(looks, list) or not all(isinstance(n, int) for n in looks) or looks != sorted(set(looks))
+            or looks[0] != low or looks[-1] != high):
+        raise ConfigError(source, f"expected increasing seed counts from min ({low}) to max ({high}), got {looks!r}",
+                          "seeds.looks")
+    return SeedDesign(tuple(range(high)), tuple(looks))
 
 
 @dataclass
@@ -76,7 +144,7 @@ class AblationSchema:
     base: str = "quick"
     arms: Dict[str, Dict[str, Any]] = MISSING
     baseline: str = MISSING
-    seeds: Any = 3  # a count, or a list of seeds
+    seeds: Any = 3  # a count or a list of seeds (fixed design), or {min, max, looks} (sequential)
     metric: MetricSpec = field(default_factory=MetricSpec)
     expected: ExpectedSpec = field(default_factory=ExpectedSpec)
     decision: DecisionSpec = field(default_factory=DecisionSpec)
@@ -98,9 +166,10 @@ class AblationSchema:
         seeds = self.seeds
         ok = (isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1) or (
             isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds) and len(set(seeds)) == len(seeds)
-        )
+        ) or isinstance(seeds, dict)
         if not ok:
-            raise ValueError(f"seeds: expected a positive count or a list of distinct integers, got {seeds!r}")
+            raise ValueError(f"seeds: expected a positive count, a list of distinct integers or "
+                             f"{{min, max, looks}}, got {seeds!r}")
 
 
 @dataclass
@@ -119,11 +188,19 @@ class Ablation:
     citations: list[str]
     base: str
     baseline: str
-    seeds: list[int]
+    seeds: list[int]  # every seed the design may run (a sequential design's max)
     metric: MetricSpec
     expected: ExpectedSpec
     decision: DecisionSpec
     arms: dict[str, Arm]
+    design: SeedDesign = None  # type: ignore[assignment]
+    file_design: SeedDesign = None  # type: ignore[assignment]  # the file's own (differs under --seeds)
+    margin: float = DEFAULT_PSNR_MARGIN_DB  # in the metric's unit
+    overrides: tuple[str, ...] = ()  # command-line overrides applied to every arm
+
+    @property
+    def seeds_from_command_line(self) -> bool:
+        return self.design != self.file_design
 
 
 def _resolve_base(base: str, ablation_path: Path) -> str:
@@ -146,7 +223,9 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = (), seeds: Option
     base = profile or _resolve_base(spec.base, path)
     if seeds and len(set(seeds)) != len(seeds):
         raise ConfigError("--seeds", f"expected distinct seeds, got {list(seeds)}")
-    seed_list = list(seeds) if seeds else (list(range(spec.seeds)) if isinstance(spec.seeds, int) else list(spec.seeds))
+    file_design = parse_seed_design(spec.seeds if not isinstance(spec.seeds, dict) else dict(spec.seeds), str(path))
+    design = SeedDesign(tuple(seeds), (len(seeds),)) if seeds else file_design
+    margin = spec.decision.margin_for(spec.metric, str(path))
     arms: dict[str, Arm] = {}
     for arm_name, arm_overrides in spec.arms.items():
         arm_overrides = dict(arm_overrides or {})
@@ -163,6 +242,15 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = (), seeds: Option
         if spec.metric.split not in arm.config.eval.splits:
             raise ConfigError(str(path), f"the metric's split {spec.metric.split!r} is not evaluated in arm "
                               f"{arm.name!r} (eval.splits = {list(arm.config.eval.splits)})", "metric.name")
+        # every eval_every steps, and always once more on the final weights
+        evaluations = -(-arm.config.trainer.max_steps // arm.config.trainer.eval_every)
+        if spec.metric.window > evaluations:
+            raise ConfigError(str(path), f"expected at most the {evaluations} evaluations arm {arm.name!r} makes "
+                              f"(trainer.max_steps {arm.config.trainer.max_steps} / trainer.eval_every "
+                              f"{arm.config.trainer.eval_every}, rounded up), got {spec.metric.window}", "metric.window")
+        # keep per-frame metrics for every evaluation the window averages (not part of a trial's identity)
+        arm.config.eval.per_frame_history = max(arm.config.eval.per_frame_history, spec.metric.window)
     return Ablation(path=path, name=spec.name, phase=spec.phase, question=spec.question,
-                    citations=list(spec.citations), base=base, baseline=spec.baseline, seeds=seed_list,
-                    metric=spec.metric, expected=spec.expected, decision=spec.decision, arms=arms)
+                    citations=list(spec.citations), base=base, baseline=spec.baseline, seeds=list(design.seeds),
+                    metric=spec.metric, expected=spec.expected, decision=spec.decision, arms=arms, design=design,
+                    file_design=file_design, margin=margin, overrides=tuple(overrides))

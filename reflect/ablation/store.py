@@ -39,7 +39,8 @@ class TrialRecord:
     windowed_metric: Optional[float] = None
     eval_history: list[dict[str, Any]] = field(default_factory=list)
     train_history: list[dict[str, Any]] = field(default_factory=list)
-    per_frame: dict[str, Any] = field(default_factory=dict)
+    per_frame: dict[str, Any] = field(default_factory=dict)  # the final evaluation's per-frame metrics
+    per_frame_history: list[dict[str, Any]] = field(default_factory=list)  # every evaluation in the window
     parameter_counts: dict[str, int] = field(default_factory=dict)
     wall_time_s: Optional[float] = None
     steps: int = 0

@@ -47,6 +47,7 @@ class AvatarModule(pl.LightningModule):
         # Filled during evaluation; saved in checkpoints so a resumed run keeps its whole curve.
         self.eval_history: list[dict[str, Any]] = []
         self.last_per_frame: dict[str, dict[str, list]] = {}
+        self.per_frame_history: list[dict[str, Any]] = []  # the latest eval.per_frame_history evaluations
         self.train_history: list[dict[str, float]] = []
         self._eval_buffers: dict[str, dict[str, list]] = {}
         self.sample_images: list[tuple[str, torch.Tensor]] = []
@@ -174,6 +175,9 @@ class AvatarModule(pl.LightningModule):
                 record[f"{split}/{key}"] = float(np.mean(vals)) if vals else None
             self.last_per_frame[split] = {k: list(v) for k, v in buf.items()}
         self.eval_history.append(record)
+        self.per_frame_history.append({"step": record["step"],
+                                       "splits": {split: dict(frames) for split, frames in self.last_per_frame.items()}})
+        del self.per_frame_history[:-self.cfg.eval.per_frame_history]
         self.log_dict({k: v for k, v in record.items() if k != "step" and v is not None}, prog_bar=False)
         first = self.cfg.eval.splits[0]
         if record.get(f"{first}/psnr") is not None:
@@ -185,6 +189,7 @@ class AvatarModule(pl.LightningModule):
             "eval_history": self.eval_history,
             "train_history": self.train_history,
             "last_per_frame": self.last_per_frame,
+            "per_frame_history": self.per_frame_history,
             "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
         }
 
@@ -193,6 +198,7 @@ class AvatarModule(pl.LightningModule):
         self.eval_history = list(state.get("eval_history", []))
         self.train_history = list(state.get("train_history", []))
         self.last_per_frame = dict(state.get("last_per_frame", {}))
+        self.per_frame_history = list(state.get("per_frame_history", []))
         if self.disc_optimizer is not None and state.get("disc_optimizer"):
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
 

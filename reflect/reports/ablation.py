@@ -4,116 +4,139 @@ Every number printed here comes from a trial record; the report lists them.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from reflect.ablation.runner import plan_trials
 from reflect.ablation.spec import Ablation
 from reflect.ablation.store import COMPLETE, ResultsStore, TrialRecord, atomic_write_json
-from reflect.stats import mean_ci, paired_deltas, verdict, windowed
+from reflect.analysis.inputs import current_records, spread_from_other_studies
+from reflect.analysis.verdicts import Spread, analyze
+from reflect.reports.summary import build_summary
 
 
 def used_records(ablation: Ablation, records: list[TrialRecord]) -> list[TrialRecord]:
-    """The records of the current plan: planned (arm, seed) with today's config hash (older runs are kept
-    in the store but never mixed into a report)."""
-    current_hash = {(p.arm, p.seed): p.config_hash for p in plan_trials(ablation)}
-    return [r for r in records if current_hash.get((r.arm, r.seed)) == r.config_hash]
+    """The records of the current plan (older runs are kept in the store but never mixed into a report)."""
+    return current_records(ablation, records)
 
 
-def summarize(ablation: Ablation, records: list[TrialRecord]) -> dict[str, Any]:
-    """Per arm: n, mean, CI, paired delta vs the baseline, verdict, and the trials used."""
-    conf, min_eff, mode = ablation.decision.confidence, ablation.decision.min_effect_db, ablation.metric.mode
-    used = used_records(ablation, records)
-    by_arm: dict[str, dict[int, float]] = {a: {} for a in ablation.arms}
-    for r in used:
-        if r.status == COMPLETE and r.windowed_metric is not None:
-            by_arm[r.arm][r.seed] = r.windowed_metric
-    base = by_arm[ablation.baseline]
-    arms: dict[str, Any] = {}
-    for name in ablation.arms:
-        est = mean_ci(list(by_arm[name].values()), conf)
-        entry: dict[str, Any] = {"n": est.n, "mean": est.mean, "ci": list(est.ci) if est.ci else None}
-        if name == ablation.baseline:
-            entry.update(delta_db=0.0, delta_ci=None, verdict="baseline")
-        else:
-            deltas = paired_deltas(by_arm[name], base)
-            d = mean_ci(deltas, conf)
-            entry.update(n_paired=d.n, delta_db=d.mean, delta_ci=list(d.ci) if d.ci else None,
-                         verdict=verdict(d.ci, min_eff, mode))
-        entry["trials"] = sorted(
-            [{"key": r.key, "seed": r.seed, "status": r.status, "value": r.windowed_metric,
-              "failure_reason": r.failure_reason, "wandb_error": r.wandb_error} for r in used if r.arm == name],
-            key=lambda t: t["seed"])
-        entry["other_metrics"] = _other_metrics(ablation, [r for r in used if r.status == COMPLETE], name)
-        entry["parameter_counts"] = next((r.parameter_counts for r in used if r.arm == name and r.parameter_counts), {})
-        arms[name] = entry
-    return {
-        "ablation": ablation.name, "phase": ablation.phase, "question": ablation.question,
-        "citations": ablation.citations, "baseline": ablation.baseline,
-        "metric": {"name": ablation.metric.name, "mode": mode, "window": ablation.metric.window},
-        "decision": {"min_effect_db": min_eff, "confidence": conf},
-        "expected": {"gain_db": ablation.expected.gain_db, "source": ablation.expected.source},
-        "seeds": ablation.seeds, "arms": arms,
-        "protocol": next((r.protocol for r in used if r.status == COMPLETE), {}),
-        "provenance": next((r.provenance for r in used if r.status == COMPLETE), {}),
-        # Trials are identified by config and seed, not by code version, so a rerun after a code change
-        # reuses older trials: every commit the compared numbers came from is listed (and warned about).
-        "code_versions": sorted({_code_version(r) for r in used if r.status == COMPLETE and r.provenance}),
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+def prior_spread(ablation: Ablation, store: ResultsStore) -> Spread | None:
+    """The paired spread measured by the other studies under the same runs folder (same profile and metric)."""
+    runs_root = store.root.parent
+    if not runs_root.is_dir():
+        return None
+    by_study = {d.name: list(ResultsStore(d).records()) for d in sorted(runs_root.iterdir())
+                if d.is_dir() and d != store.root and (d / "trials").is_dir()}
+    profile = next(iter(ablation.arms.values())).config.profile
+    sd, df, studies = spread_from_other_studies(by_study, ablation.metric.name, profile)
+    if sd is None:
+        return None
+    return Spread(sd, df, f"earlier studies: {', '.join(studies)} ({df} degrees of freedom)")
 
 
-def _code_version(record: TrialRecord) -> str:
-    dirty = " (dirty)" if record.provenance.get("git_dirty") else ""
-    return f"{record.provenance.get('git_commit')}{dirty}"
+def summarize(ablation: Ablation, records: list[TrialRecord], prior: Spread | None = None) -> dict[str, Any]:
+    """The summary (see :mod:`reflect.reports.summary`) of ``records`` for ``ablation``."""
+    return build_summary(ablation, analyze(ablation, records, prior), records)
 
 
-def _other_metrics(ablation: Ablation, complete: list[TrialRecord], arm: str) -> dict[str, Any]:
-    """Every other evaluated metric of an arm, windowed like the decision metric, with its paired Δ.
+def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
-    Why: the decision rests on one metric, but a reader needs to see what else moved (masked PSNR, SSIM,
-    LPIPS where available, region scores such as the synthetic head's wrinkles) before trusting it. No
-    verdicts here: these numbers are context, not a second test.
-    """
-    window, primary = ablation.metric.window, ablation.metric.name
-    keys = sorted({k for r in complete for h in r.eval_history for k, v in h.items()
-                   if k not in ("step", primary) and isinstance(v, (int, float))})
-    out: dict[str, Any] = {}
-    for key in keys:
-        per_seed = {a: {r.seed: windowed(r.eval_history, key, window) for r in complete if r.arm == a}
-                    for a in (arm, ablation.baseline)}
-        mine = {s: v for s, v in per_seed[arm].items() if v is not None}
-        base = {s: v for s, v in per_seed[ablation.baseline].items() if v is not None}
-        if not mine:
-            continue
-        deltas = paired_deltas(mine, base) if arm != ablation.baseline else []
-        out[key] = {"n": len(mine), "mean": float(sum(mine.values()) / len(mine)),
-                    "delta": float(sum(deltas) / len(deltas)) if deltas else None}
-    return out
+
+def _p(value: float) -> str:
+    return "<1e-6" if value < 1e-6 else f"{value:.2g}"
 
 
 def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
-    m = summary["metric"]
+    """The human report: question, design, verdicts with p-values and intervals, evidence, trials used."""
+    m, d, design = summary["metric"], summary["decision"], summary["design"]
+    unit = m["unit"]
+    digits = 2 if unit == "dB" else 4
     lines = [
         f"# Ablation `{summary['ablation']}` (phase {summary['phase']})", "",
         f"**Question.** {summary['question']}", "",
-        f"Metric: `{m['name']}` ({m['mode']}), mean of the last {m['window']} evaluations per trial; "
-        f"baseline arm `{summary['baseline']}`; decision threshold {summary['decision']['min_effect_db']} dB at "
-        f"{summary['decision']['confidence']:.0%} confidence; seeds {summary['seeds']}.", "",
-        "| arm | n | mean | CI | Δ vs baseline | Δ CI | verdict | params |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Metric: `{m['name']}` ({m['mode']}), mean of the last {m['window']} evaluations per trial; baseline arm "
+        f"`{summary['baseline']}`; margin {d['margin']:g} {unit}; error {d['alpha_per_side']:g} per side "
+        f"({d['confidence']:.0%}) over all looks and arms (Holm). Design: {design['description']}; "
+        f"{design['looks_taken']} of {len(design['looks'])} look(s) taken.", "",
+    ]
+    if summary["overrides"]:
+        lines += [f"**Command-line overrides on every arm** (the numbers are not the file's design): "
+                  f"`{' '.join(summary['overrides'])}`", ""]
+    for note in summary["notes"]:
+        lines.append(f"> {note}")
+    if summary["notes"]:
+        lines.append("")
+    lines += [
+        f"| arm | n | mean | Δ vs baseline | interval | verdict | p better / worse / equivalent (level) | "
+        f"MDE at {design['looks'][-1]} seeds | failed | params |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, a in summary["arms"].items():
-        ci = f"[{a['ci'][0]:.2f}, {a['ci'][1]:.2f}]" if a["ci"] else "—"
-        dci = f"[{a['delta_ci'][0]:+.2f}, {a['delta_ci'][1]:+.2f}]" if a.get("delta_ci") else "—"
-        delta = "—" if a.get("delta_db") is None else f"{a['delta_db']:+.2f}"
-        mean = "—" if a["mean"] is None else f"{a['mean']:.2f}"
-        lines.append(f"| `{name}` | {a['n']} | {mean} | {ci} | {delta} | {dci} | {a['verdict']} | "
+        if a["verdict"] == "baseline":
+            lines.append(f"| `{name}` | {a['n']} | {_fmt(a['mean'], digits)} | — | — | baseline | — | — | "
+                         f"{a['failures']['failed'] if a['failures'] else 0} | {a['parameter_counts'].get('total', '—')} |")
+            continue
+        ci = a["delta_ci"]
+        interval = "—" if not ci else (f"[{_fmt(ci[0], digits, True)}, {_fmt(ci[1], digits, True)}] "
+                                       f"({a['interval_confidence']:.1%})")
+        tests = a["p_values"]
+        pv = " / ".join(_p(tests[f]["p"]) for f in ("better", "worse", "equivalent")) if tests else "—"
+        if tests:
+            pv += f" ({tests['better']['level']:.2g})"
+        mde = a["mde"][-1]["mde"] if a["mde"] else None
+        verdict = a["verdict"] + (f" at {a['decided_at']} seeds" if a["decided"] else "")
+        if a["next_seeds"]:
+            verdict += f"; next look {a['next_seeds']} seeds"
+        if a["underpowered"]:
+            verdict += "; **underpowered**"
+        fails = a["failures"]
+        lines.append(f"| `{name}` | {a['n']} | {_fmt(a['mean'], digits)} | {_fmt(a['delta_db'], digits, True)} | "
+                     f"{interval} | {verdict} | {pv} | {_fmt(mde, digits)} | "
+                     f"{fails['failed']}/{fails['finished']} (baseline {fails['baseline_failed']}) | "
                      f"{a['parameter_counts'].get('total', '—')} |")
+    spread = summary["spread"]
+    lines += ["", f"Paired spread σ_d for power: {_fmt(spread['sd'], 3)} {unit} ({spread['source']}). "
+              "The p-values are each look's nominal one-sided p; a verdict is taken when one is at or below its "
+              "level (the group-sequential boundary at the arm's Holm weight); the interval is at the same level."]
+    arms = [(n, a) for n, a in summary["arms"].items() if a["verdict"] != "baseline"]
+    if any(a["mde"] for _, a in arms):
+        looks = design["looks"]
+        lines += ["", "**Minimum detectable effect** (80% power, at each look's level):", "",
+                  "| arm | " + " | ".join(f"{n} seeds" for n in looks) + " |", "|---|" + "---|" * len(looks)]
+        for n, a in arms:
+            lines.append(f"| `{n}` | " + " | ".join(_fmt(r["mde"], digits) for r in a["mde"]) + " |")
     exp = summary["expected"]
     if exp.get("gain_db") is not None:
         lines += ["", f"**Expected from the literature:** {exp['gain_db']:+.2f} dB ({exp['source']})."]
+        for n, a in arms:
+            lit = a.get("literature")
+            if lit:
+                lines.append(f"- `{n}`: measured {lit['measured']:+.2f} dB, interval [{lit['interval'][0]:+.2f}, "
+                             f"{lit['interval'][1]:+.2f}]: **{lit['outcome']}** with the literature.")
+    for n, a in summary["arms"].items():
+        for note in a["notes"]:
+            lines.append(f"- `{n}`: {note}")
+    frames = [(n, a["frames"]) for n, a in arms if a.get("frames")]
+    if frames:
+        lines += ["", "**Frames** (description beside the seed-level verdict: per evaluation frame, the paired "
+                  "gain averaged over the window's evaluations and the seeds):", ""]
+        for n, f in frames:
+            worst = ", ".join(f"`{fid}` {g:+.{digits}f}" for fid, g in f["worst"])
+            lines.append(f"- `{n}`: {f['share_improved']:.0%} of {f['frames']} frames improved "
+                         f"({f['evaluations']} evaluation(s) per trial); worst: {worst}")
+    trends = [(n, a["convergence"]) for n, a in summary["arms"].items() if a.get("convergence")
+              and a["convergence"]["rise"] is not None]
+    if trends:
+        lines += ["", "**Convergence** (change of the metric over the averaging window, from each seed's slope):", ""]
+        for n, c in trends:
+            state = "still improving" if c["still_improving"] else "settled"
+            lines.append(f"- `{n}`: {c['rise']:+.{digits}f} {unit} from step {c['steps'][0]} to {c['steps'][1]} "
+                         f"(p = {_p(c['p_value'])}, {c['seeds']} seeds): {state}")
+    if summary["exclusions"]:
+        lines += ["", "**Not compared** (evaluation protocol differs from the baseline's):"]
+        lines += [f"- `{e['key']}`: {', '.join(e['differences'])}" for e in summary["exclusions"]]
     other = sorted({k for a in summary["arms"].values() for k in a.get("other_metrics", {})})
     if other:
         lines += ["", "**Other metrics** (same trials and window; mean per arm, paired Δ vs the baseline in "
@@ -123,9 +146,9 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
         for key in other:
             cells = []
             for a in summary["arms"].values():
-                m = a.get("other_metrics", {}).get(key)
-                cells.append("—" if m is None else f"{m['mean']:.3f}" + ("" if m["delta"] is None else
-                                                                          f" ({m['delta']:+.3f})"))
+                om = a.get("other_metrics", {}).get(key)
+                cells.append("—" if om is None else f"{om['mean']:.3f}" + ("" if om["delta"] is None else
+                                                                            f" ({om['delta']:+.3f})"))
             lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
     lines += ["", "**Citations:**"] + [f"- {c}" for c in summary["citations"]]
     proto = summary.get("protocol") or {}
@@ -187,7 +210,7 @@ def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: 
     out = Path(reports_dir) / ablation.name
     out.mkdir(parents=True, exist_ok=True)
     records = list(store.records())
-    summary = summarize(ablation, records)
+    summary = summarize(ablation, records, prior_spread(ablation, store))
     atomic_write_json(out / "summary.json", summary)
     plotted = plot_curves(ablation, used_records(ablation, records), out / "curves.png")
     (out / "report.md").write_text(render_markdown(summary, "curves.png" if plotted else None))

@@ -1,0 +1,52 @@
+"""``python -m reflect.report ABLATION_FILE... [--runs-dir R] [--reports-dir P]``: rebuild reports.
+
+Rebuilds ``reports/<name>/summary.json``, ``report.md`` and ``curves.png`` of each ablation from the
+results store alone (nothing is trained); ``reflect.ablate`` runs the same code when it finishes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from reflect.cli_errors import exit_on_user_error
+from reflect.reports.console import console, print_outcome
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m reflect.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="ABLATION_FILE", help="ablation files, e.g. ablations/*.yaml")
+    p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
+    p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Rebuild the reports of every file given; exit 1 if any could not be scored, 2 on bad input."""
+    args = parse_args(argv)
+    worst = 0
+    with exit_on_user_error("reflect.report"):
+        from reflect.ablation.spec import load_ablation
+        from reflect.ablation.store import ResultsStore
+        from reflect.reports.ablation import write_ablation_report
+
+        for file in args.files:
+            ablation = load_ablation(file)
+            store = ResultsStore(Path(args.runs_dir) / ablation.name)
+            if not store.trials_dir.is_dir():
+                console.print(f"[red]{file}: no results store at {store.root}[/] (run `python -m reflect.ablate "
+                              f"{file}` first, or pass --runs-dir)")
+                worst = max(worst, 1)
+                continue
+            start = time.perf_counter()
+            summary = write_ablation_report(ablation, store, args.reports_dir)
+            worst = max(worst, print_outcome(summary, Path(args.reports_dir) / ablation.name))
+            console.print(f"{ablation.name}: report rebuilt in {time.perf_counter() - start:.2f} s")
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
