@@ -65,7 +65,12 @@ def test_end_to_end_then_rerun_trains_nothing(tmp_path, monkeypatch):
     vals = {r.seed: r.windowed_metric for r in records.values() if r.arm == "film"}
     base = {r.seed: r.windowed_metric for r in records.values() if r.arm == "concat"}
     assert film["delta_db"] == pytest.approx(sum(vals[s] - base[s] for s in (0, 1)) / 2)
-    assert film["verdict"] in ("better", "worse", "equivalent", "inconclusive")
+    # the verdict is the one its interval shows (the same level), and both come from these two seeds
+    lo, hi = film["delta_ci"]
+    shown = ("better" if lo > 0.1 else "worse" if hi < -0.1 else "equivalent" if -0.1 < lo and hi < 0.1
+             else "inconclusive")
+    assert film["verdict"] == shown and lo <= film["delta_db"] <= hi
+    assert film["p_values"]["better"]["level"] == pytest.approx(0.05)  # confidence 0.9, one arm: α = 0.05
     # context metrics: the synthetic head's wrinkle region, windowed like the decision metric
     wr = {a: {r.seed: sum(h["val/psnr_wrinkles"] for h in r.eval_history[-2:]) / 2
               for r in records.values() if r.arm == a} for a in ("film", "concat")}

@@ -34,7 +34,7 @@ def write(tmp_path, text, name="abl.yaml"):
 
 
 def test_valid_file_expands(tmp_path):
-    abl = load_ablation(write(tmp_path, VALID), overrides=["trainer.max_steps=7"])
+    abl = load_ablation(write(tmp_path, VALID), overrides=["trainer.max_steps=7", "trainer.eval_every=2"])
     assert abl.seeds == [0, 1] and list(abl.arms) == ["concat", "film"]
     assert abl.arms["film"].config.model.decoder.expr_conditioning == "film"
     assert abl.arms["concat"].config.trainer.max_steps == 7  # CLI overrides reach every arm

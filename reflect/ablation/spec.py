@@ -90,7 +90,7 @@ class DecisionSpec:
     @property
     def alpha(self) -> float:
         """The one-sided error per side."""
-        return (1 - self.confidence) / 2
+        return round((1 - self.confidence) / 2, 12)
 
     def margin_for(self, metric: "MetricSpec", source: str) -> float:
         """The margin in ``metric``'s unit; a dB margin on an SSIM/LPIPS metric is an error naming the key."""
