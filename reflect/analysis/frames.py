@@ -44,6 +44,12 @@ def frame_means(record: TrialRecord, split: str, key: str, window_steps: Optiona
     return {f: sum(v) / len(v) for f, v in sums.items()}, len(history)
 
 
+def _window_steps(record: TrialRecord, metric: str, window: int) -> Optional[set[int]]:
+    """The steps of the evaluations a trial's windowed metric averages (each trial its own)."""
+    steps = sorted(int(h["step"]) for h in record.eval_history if h.get(metric) is not None)
+    return set(steps[-window:]) if steps else None
+
+
 def compare_frames(arm: dict[int, TrialRecord], baseline: dict[int, TrialRecord], seeds: Sequence[int], metric: str,
                    window: int, sign: float) -> Optional[FrameSummary]:
     """Per-frame paired gains of an arm on ``seeds`` (both trials complete); None when no frame is shared."""
@@ -54,10 +60,8 @@ def compare_frames(arm: dict[int, TrialRecord], baseline: dict[int, TrialRecord]
         a, b = arm.get(seed), baseline.get(seed)
         if a is None or b is None:
             continue
-        steps = {int(h["step"]) for h in a.eval_history if h.get(metric) is not None}
-        window_steps = set(sorted(steps)[-window:]) if steps else None
-        mine, evaluations = frame_means(a, split, key, window_steps)
-        theirs, _ = frame_means(b, split, key, window_steps)
+        mine, evaluations = frame_means(a, split, key, _window_steps(a, metric, window))
+        theirs, _ = frame_means(b, split, key, _window_steps(b, metric, window))
         for frame_id in mine.keys() & theirs.keys():
             gains.setdefault(frame_id, []).append(sign * (mine[frame_id] - theirs[frame_id]))
     if not gains:

@@ -95,6 +95,7 @@ def replay(gains: Mapping[str, Mapping[int, float]], seeds: Sequence[int], looks
                 if hit is None:
                     continue
                 decisions[a].verdict, decisions[a].decided_at, decisions[a].level = hit, n_k, tests[hit].level
+                decisions[a].next_seeds = None
                 rejected_in[hit] += 1
                 undecided.remove(a)
                 changed = True
