@@ -207,7 +207,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         live = Live(LiveStatus(ablation, store), console=console, refresh_per_second=2, transient=False)
         run_ablation(opts, workers=args.workers, display=live)
         summary = write_ablation_report(ablation, store, args.reports_dir)
-        return print_outcome(summary, Path(args.reports_dir) / ablation.name)
+        outcome = print_outcome(summary, Path(args.reports_dir) / ablation.name)
+        from reflect.status import refresh_status
+
+        refresh_status([args.runs_dir], args.reports_dir)
+        return outcome
 
 
 if __name__ == "__main__":

@@ -168,15 +168,20 @@ def identity_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The part of the config that determines results (data is identified by its fingerprint)."""
     from reflect.data import dataset_fingerprint
 
-    d = to_plain_dict(cfg)
+    d = strip_non_identity(to_plain_dict(cfg))
+    d["data_fingerprint"] = dataset_fingerprint(cfg.data)
+    return d
+
+
+def strip_non_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A plain config dict without the settings that do not change results (in place; returned)."""
     for key in NON_IDENTITY_KEYS:
-        node = d
+        node = config
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.get(p, {})
         node.pop(leaf, None)
-    d["data_fingerprint"] = dataset_fingerprint(cfg.data)
-    return d
+    return config
 
 
 def hash_identity(identity: dict[str, Any]) -> str:

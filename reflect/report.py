@@ -1,7 +1,8 @@
 """``python -m reflect.report ABLATION_FILE... [--runs-dir R] [--reports-dir P]``: rebuild reports.
 
-Rebuilds ``reports/<name>/summary.json``, ``report.md`` and ``curves.png`` of each ablation from the
-results store alone (nothing is trained); ``reflect.ablate`` runs the same code when it finishes.
+Rebuilds ``reports/<name>/summary.json``, ``report.md``, ``report.html`` and figures of each ablation from
+the results store alone (nothing is trained), then the roadmap status pages (``reports/status.*``);
+``reflect.ablate`` runs the same code when it finishes.
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary = write_ablation_report(ablation, store, args.reports_dir)
             worst = max(worst, print_outcome(summary, Path(args.reports_dir) / ablation.name))
             console.print(f"{ablation.name}: report rebuilt in {time.perf_counter() - start:.2f} s")
+        from reflect.status import refresh_status
+
+        refresh_status([args.runs_dir], args.reports_dir)
     return worst
 
 

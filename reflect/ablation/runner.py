@@ -144,7 +144,16 @@ def provenance() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"git_commit": commit, "git_dirty": dirty, "packages": versions, "python": platform.python_version(),
-            "host": socket.gethostname()}
+            "host": socket.gethostname(), "device": device_kind()}
+
+
+def device_kind() -> str:
+    """The kind of device trials run on here (the status page forecasts trial-hours per kind)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores)"
 
 
 def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""``reports/status.{json,md,html}``: the roadmap dashboard, like the header of the roadmap file."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from reflect.ablation.store import atomic_write_json
+from reflect.reports.html import esc, figure_png, img, page, table
+from reflect.roadmap.spec import Roadmap
+from reflect.roadmap.status import RoadmapStatus
+
+SYNTHETIC_NOTE = ("Every trial in this fleet ran on the embedded synthetic head (the quick profile's 64 px CPU "
+                  "default): its PSNR is not comparable with the roadmap's real-capture targets, and the synthetic "
+                  "head will not reach Phase 1's 31 dB. The gates below are evaluated as they would be on real "
+                  "captures, to show the machinery; point data.root at a capture to place the project for real.")
+
+
+def status_json(status: RoadmapStatus) -> dict[str, Any]:
+    """The JSON form: ``current_phase``, ``progress``, ``best``, ``phases`` (with conditions and states)."""
+    def phase_entry(p):
+        return {
+            "phase": p.phase, "title": p.title, "db_range": p.db_range, "outcome": p.outcome, "passed": p.passed,
+            "missing": p.missing,
+            "gates": [{"gate": g.gate, "text": g.text, "state": g.state, "passes_phase": g.passes_phase,
+                       "conditions": [asdict(c) for c in g.conditions]} for g in p.gates],
+            "conditions": [{"gate": g.gate, **asdict(c)} for g in p.gates for c in g.conditions],
+            "decisions": [{**asdict(d), "forecast": None if d.forecast is None else
+                           {**asdict(d.forecast), "trial_hours": d.forecast.trial_hours}} for d in p.decisions],
+        }
+    return {
+        "roadmap": status.roadmap, "current_phase": status.current_phase,
+        "progress": {"passed": status.passed, "total": status.total, "percent": status.percent},
+        "best": {k: {"value": b.value, "trial": b.trial, "metric": b.metric, "interval": b.interval, "seeds": b.seeds,
+                     "synthetic": b.synthetic} for k, b in status.best.items()},
+        "phases": [phase_entry(p) for p in status.phases],
+        "fleet": {"groups": status.groups, "synthetic_only": status.synthetic_only, "runs_dirs": status.runs_dirs},
+        "updated": status.updated,
+    }
+
+
+def _fmt(value, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _header_lines(status: RoadmapStatus) -> list[str]:
+    b = status.best
+    detected = f"PSNR {_fmt(b['psnr'].value, 2)} dB, LPIPS {_fmt(b['lpips'].value, 4)}"
+    return [f"Status: Phase {status.current_phase} (auto-detected from fleet: {detected})",
+            f"Overall Progress: {status.passed}/{status.total} phases · {status.percent:.0f}%",
+            f"Best PSNR: {_fmt(b['psnr'].value, 2)} dB ({b['psnr'].trial or 'no trial'})",
+            f"Best LPIPS: {_fmt(b['lpips'].value, 4)} ({b['lpips'].trial or 'unavailable: no trial evaluated LPIPS'})",
+            f"Best SSIM: {_fmt(b['ssim'].value, 4)} ({b['ssim'].trial or 'no trial'})",
+            f"Updated: {status.updated}"]
+
+
+def _forecast_text(d) -> str:
+    f = d.forecast
+    if f is None:
+        return "—"
+    cost = "cost unknown (no trial measured yet)" if f.trial_hours is None else \
+        f"{f.trial_hours:.2f} trial-hours on {f.device}"
+    return f"{f.trials} trials, {cost}"
+
+
+def render_status_md(status: RoadmapStatus, roadmap: Roadmap) -> str:
+    lines = [f"# {roadmap.title}", ""] + [f"{line}  " for line in _header_lines(status)] + [""]
+    if status.synthetic_only:
+        lines += [f"> {SYNTHETIC_NOTE}", ""]
+    lines += ["## Quality ladder", "", "| Milestone | PSNR | SSIM | LPIPS | What it looks like | Best now |", "|---|---|---|---|---|---|"]
+    best = status.best["psnr"].value
+    for m in roadmap.ladder:
+        psnr = f"{m.psnr:g}" + (f"-{m.psnr_high:g}" if m.psnr_high else "") + " dB"
+        reached = "—" if best is None else ("reached" if best >= m.psnr else f"{best - m.psnr:+.2f} dB")
+        lines.append(f"| {m.milestone} | {psnr} | {m.ssim:g} | {m.lpips:g} | {m.looks_like} | {reached} |")
+    for p in status.phases:
+        lines += ["", f"## Phase {p.phase}: {p.title} — **{p.outcome}**" + (" (passed)" if p.passed else ""), ""]
+        if p.decisions:
+            lines += ["| decision | file | state | verdicts | still needed |", "|---|---|---|---|---|"]
+            for d in p.decisions:
+                verdicts = ", ".join(f"{a}: {v}" for a, v in d.verdicts.items()) or "—"
+                lines.append(f"| {d.id} | `{d.file}` | {d.state} | {verdicts} | {_forecast_text(d)} |")
+            lines.append("")
+        for g in p.gates:
+            lines.append(f"- **{g.gate}** ({g.state}): {g.text}")
+            for c in g.conditions:
+                extra = ""
+                if c.probability is not None:
+                    extra = f"; P(met) = {c.probability:.2f}"
+                if c.seeds_to_settle is not None:
+                    extra += f"; ~{c.seeds_to_settle} seeds would settle it"
+                lines.append(f"  - {c.description}: **{c.state}** — {c.detail}{extra}")
+    lines += ["", "## What not to do", ""] + [f"- **{x.get('item')}** — {x.get('evidence')}" for x in roadmap.not_to_do]
+    return "\n".join(lines) + "\n"
+
+
+def _ladder_figure(status: RoadmapStatus, roadmap: Roadmap) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    names = [m.milestone for m in roadmap.ladder]
+    for i, m in enumerate(roadmap.ladder):
+        ax.barh(i, (m.psnr_high or m.psnr + 0.3) - m.psnr, left=m.psnr, color="#c9d4f2", edgecolor="#5a6fb0")
+    best = status.best["psnr"]
+    if best.value is not None:
+        ax.axvline(best.value, color="#b3261e", lw=2, label=f"best {best.value:.2f} dB ({best.trial})")
+        if best.interval:
+            ax.axvspan(best.interval[0], best.interval[1], color="#b3261e", alpha=0.15, label="95% interval")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("val PSNR (dB)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Quality ladder and the fleet's best")
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def render_status_html(status: RoadmapStatus, roadmap: Roadmap) -> str:
+    body = [f"<h1>{esc(roadmap.title)}</h1>", "<p>" + "<br>".join(esc(line) for line in _header_lines(status)) + "</p>"]
+    if status.synthetic_only:
+        body.append(f'<p class="note">{esc(SYNTHETIC_NOTE)}</p>')
+    body.append(img(_ladder_figure(status, roadmap), "quality ladder", "Roadmap milestones (bars) and the best "
+                    "configuration's windowed val PSNR with its 95% interval over seeds."))
+    best = status.best["psnr"].value
+    rows = []
+    for m in roadmap.ladder:
+        psnr = f"{m.psnr:g}" + (f"-{m.psnr_high:g}" if m.psnr_high else "") + " dB"
+        rows.append([m.milestone, psnr, f"{m.ssim:g}", f"{m.lpips:g}", m.looks_like,
+                     "—" if best is None else ("reached" if best >= m.psnr else f"{best - m.psnr:+.2f} dB")])
+    body += ["<h2>Quality ladder</h2>", table(["Milestone", "PSNR", "SSIM", "LPIPS", "What it looks like", "Best now"], rows)]
+    for p in status.phases:
+        body.append(f"<h2>Phase {p.phase}: {esc(p.title)} — <span class=\"state-{esc(p.outcome)}\">{esc(p.outcome)}"
+                    f"</span>{' (passed)' if p.passed else ''}</h2>")
+        if p.decisions:
+            body.append(table(["decision", "file", "state", "verdicts", "still needed"],
+                              [[d.id, d.file, d.state, ", ".join(f"{a}: {v}" for a, v in d.verdicts.items()) or "—",
+                                _forecast_text(d)] for d in p.decisions]))
+        for g in p.gates:
+            conds = []
+            for c in g.conditions:
+                extra = "" if c.probability is None else f"; P(met) = {c.probability:.2f}"
+                if c.seeds_to_settle is not None:
+                    extra += f"; ~{c.seeds_to_settle} seeds would settle it"
+                conds.append([c.description, f'<span class="state-{c.state}">{c.state}</span>', esc(c.detail + extra)])
+            body.append(f"<p><b>{esc(g.gate)}</b> (<span class=\"state-{g.state}\">{esc(g.state)}</span>): {esc(g.text)}</p>")
+            body.append(table(["condition", "state", "evidence"], conds, raw_columns=(1, 2)))
+    body.append("<h2>What not to do</h2><ul>" + "".join(f"<li><b>{esc(x.get('item'))}</b> — {esc(x.get('evidence'))}</li>"
+                                                        for x in roadmap.not_to_do) + "</ul>")
+    body.append("<h2>References</h2>" + table(["paper", "venue", "contribution", "PSNR", "setting"],
+                                              [[r.get("paper"), r.get("venue"), r.get("contribution"), r.get("psnr"),
+                                                r.get("setting")] for r in roadmap.references]))
+    return page(f"{roadmap.title}: status", "".join(body))
+
+
+def write_status(status: RoadmapStatus, roadmap: Roadmap, reports_dir: str | Path) -> Path:
+    """Write ``status.json``, ``status.md`` and ``status.html`` under ``reports_dir``; returns the html path."""
+    out = Path(reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "status.json", status_json(status))
+    (out / "status.md").write_text(render_status_md(status, roadmap))
+    path = out / "status.html"
+    path.write_text(render_status_html(status, roadmap))
+    return path

@@ -1,0 +1,200 @@
+"""Where the project stands on its roadmap: gates per phase, the current phase, progress, best results,
+and a forecast of the compute still needed to settle each open decision.
+
+The rules (documented in the README and tested on the roadmap file's own header case):
+
+- **Passed**: a phase is passed when one of its phase-passing gates (``GO``/``SHIP``, those with a
+  ``next_phase``) holds — every condition, sign-offs included, decided on intervals.
+- **Current phase**: the first phase, in order, that is not passed. The best number alone never moves the
+  project: 37.99 dB with Phase 2's sign-off missing is still Phase 2, although it is above Phase 3's target.
+- **Progress**: ``(phases passed + the current phase's share of settled decisions) / phases``. A decision
+  is settled when its ablation has finished its design (every arm decided, or its last look taken) or its
+  sweep has run all its trials. One phase passed of six and half of Phase 2's decisions settled reads
+  "1/6 phases · 25%".
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from reflect.ablation.store import COMPLETE, ResultsStore
+from reflect.roadmap.fleet import TrialGroup, best_group, latency_records, load_fleet
+from reflect.roadmap.gates import GateContext, GateResult, evaluate_gate, phase_outcome
+from reflect.roadmap.signoffs import now_iso, read_signoffs
+from reflect.roadmap.spec import Decision, Roadmap
+
+BEST_METRICS = (("psnr", "val/psnr", "max"), ("ssim", "val/ssim", "max"), ("lpips", "val/lpips", "min"))
+BEST_WINDOW = 20
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Trials still needed to settle a decision, and what they cost at the store's measured trial time."""
+
+    trials: int
+    trial_s: Optional[float]
+    device: Optional[str]
+    basis: str
+
+    @property
+    def trial_hours(self) -> Optional[float]:
+        return None if self.trial_s is None else self.trials * self.trial_s / 3600
+
+
+@dataclass
+class DecisionStatus:
+    id: str
+    claim: str
+    file: str
+    kind: str  # ablation | sweep
+    state: str  # not written | not run | running | settled
+    settled: bool
+    verdicts: dict[str, str] = field(default_factory=dict)
+    detail: str = ""
+    forecast: Optional[Forecast] = None
+
+
+@dataclass
+class PhaseStatus:
+    phase: int
+    title: str
+    db_range: str
+    outcome: str
+    passed: bool
+    gates: list[GateResult]
+    decisions: list[DecisionStatus]
+    missing: list[str]
+
+
+@dataclass
+class BestResult:
+    metric: str
+    value: Optional[float]
+    trial: Optional[str]  # the trial group (study/arm)
+    interval: Optional[tuple[float, float]]
+    seeds: int
+    synthetic: bool
+
+
+@dataclass
+class RoadmapStatus:
+    roadmap: str
+    current_phase: int
+    passed: int
+    total: int
+    percent: float
+    best: dict[str, BestResult]
+    phases: list[PhaseStatus]
+    updated: str
+    groups: int
+    synthetic_only: bool
+    runs_dirs: list[str]
+
+
+def _mean_trial(records) -> tuple[Optional[float], Optional[str]]:
+    walls = [r.wall_time_s for r in records if r.status == COMPLETE and r.wall_time_s]
+    devices = sorted({(r.provenance or {}).get("device") or "unknown device" for r in records if r.status == COMPLETE})
+    return (statistics.mean(walls) if walls else None), (", ".join(devices) if devices else None)
+
+
+def _find_store(name: str, runs_dirs: Sequence[str | Path]) -> Optional[ResultsStore]:
+    for runs in runs_dirs:
+        store = ResultsStore(Path(runs) / name)
+        if store.trials_dir.is_dir():
+            return store
+    return None
+
+
+def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> DecisionStatus:
+    """The state of one decision: its file's analysis from the store, and a forecast of what is left."""
+    kind = "sweep" if decision.is_sweep else "ablation"
+    rel = f"{decision.file.parent.name}/{decision.file.name}"
+    if decision.planned:
+        return DecisionStatus(decision.id, decision.claim, rel, kind, "not written", False,
+                              detail=f"{rel} is not written yet")
+    if decision.is_sweep:
+        from reflect.sweep import load_sweep
+
+        spec, _ = load_sweep(decision.file)
+        store = _find_store(spec.name, runs_dirs)
+        records = list(store.records()) if store else []
+        done = sum(1 for r in records if r.status in (COMPLETE, "pruned"))
+        trial_s, device = _mean_trial(records)
+        settled = done >= spec.n_trials
+        left = max(0, spec.n_trials - done)
+        return DecisionStatus(decision.id, decision.claim, rel, kind,
+                              "settled" if settled else ("not run" if not records else "running"), settled,
+                              detail=f"{done}/{spec.n_trials} sweep trials",
+                              forecast=None if settled else Forecast(left, trial_s, device, "sweep trials left"))
+    from reflect.ablation.spec import load_ablation
+    from reflect.analysis.verdicts import analyze
+
+    ablation = load_ablation(decision.file)
+    store = _find_store(ablation.name, runs_dirs)
+    records = list(store.records()) if store else []
+    analysis = analyze(ablation, records)
+    verdicts = {n: a.verdict for n, a in analysis.arms.items() if not a.is_baseline}
+    trial_s, device = _mean_trial(records)
+    if analysis.finished and records:
+        return DecisionStatus(decision.id, decision.claim, rel, kind, "settled", True, verdicts,
+                              detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken")
+    # Left to run: every undecided arm (and the baseline) to the seed count its observed MDE asks for, at most max.
+    left = 0
+    counts = {}
+    for name, arm in analysis.arms.items():
+        if arm.is_baseline or arm.decided:
+            continue
+        need = ablation.design.max_seeds
+        if arm.delta is not None:
+            need = next((row.seeds for row in arm.mde if row.mde is not None and row.mde <= abs(arm.delta)), need)
+        counts[name] = need
+    if counts:
+        counts[ablation.baseline] = max(counts.values())
+    done = {n: sum(1 for r in records if r.arm == n and r.status == COMPLETE) for n in counts}
+    left = sum(max(0, counts[n] - done[n]) for n in counts)
+    basis = "seeds each undecided arm's MDE asks for (at most max), baseline included"
+    return DecisionStatus(decision.id, decision.claim, rel, kind, "running" if records else "not run", False, verdicts,
+                          detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken",
+                          forecast=Forecast(left, trial_s, device, basis))
+
+
+def roadmap_status(roadmap: Roadmap, runs_dirs: Sequence[str | Path], groups: Optional[list[TrialGroup]] = None,
+                   decisions: Optional[dict[str, DecisionStatus]] = None) -> RoadmapStatus:
+    """Evaluate every phase's gates on the fleet and place the project on the roadmap.
+
+    Args:
+        roadmap: the loaded roadmap.
+        runs_dirs: results-store roots (the fleet, sign-offs and recorded benchmarks are read from them).
+        groups: the fleet, if already loaded (default: read from ``runs_dirs``).
+        decisions: decision statuses by id, if already computed (default: computed from the files).
+    """
+    groups = load_fleet(runs_dirs) if groups is None else groups
+    if decisions is None:
+        decisions = {d.id: decision_status(d, runs_dirs) for p in roadmap.phases for d in p.decisions}
+    ctx = GateContext(groups, read_signoffs(runs_dirs), latency_records(runs_dirs),
+                      {k: v.verdicts for k, v in decisions.items() if v.verdicts})
+    phases = []
+    for phase in roadmap.phases:
+        gates = [evaluate_gate(g, phase.phase, ctx) for g in phase.gates]
+        outcome, passed, missing = phase_outcome(phase, gates)
+        phases.append(PhaseStatus(phase.phase, phase.title, phase.db_range, outcome, passed, gates,
+                                  [decisions[d.id] for d in phase.decisions], missing))
+    passed = 0
+    for p in phases:
+        if not p.passed:
+            break
+        passed += 1
+    current = min(passed + 1, len(phases))
+    cur = phases[current - 1]
+    share = (sum(d.settled for d in cur.decisions) / len(cur.decisions)) if cur.decisions and passed < len(phases) else 0
+    total = len(phases)
+    best = {}
+    for key, metric, mode in BEST_METRICS:
+        est = best_group(groups, metric, BEST_WINDOW, mode)
+        best[key] = BestResult(metric, None if est is None else est.mean, None if est is None else est.group.label,
+                               None if est is None else est.interval, 0 if est is None else est.n,
+                               bool(est and est.group.synthetic))
+    return RoadmapStatus(roadmap.name, current, passed, total, 100.0 * (passed + share) / total, best, phases, now_iso(),
+                         len(groups), bool(groups) and all(g.synthetic for g in groups), [str(r) for r in runs_dirs])
