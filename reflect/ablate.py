@@ -37,6 +37,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
     p.add_argument("--dry-run", action="store_true", help="validate everything and print the trial plan; train nothing")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run the plan's failed trials again (after fixing their cause); failed trials otherwise "
+                        "count as finished, against their arm")
     # intermixed: options and key=value overrides in any order (plain parse_args rejects overrides after an
     # option on Python < 3.12, cpython#59317)
     return p.parse_intermixed_args(argv)
@@ -205,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             console.print("[red]--workers must be >= 1[/]")
             return 2
         live = Live(LiveStatus(ablation, store), console=console, refresh_per_second=2, transient=False)
-        run_ablation(opts, workers=args.workers, display=live)
+        run_ablation(opts, workers=args.workers, display=live, retry_failed=args.retry_failed)
         summary = write_ablation_report(ablation, store, args.reports_dir)
         outcome = print_outcome(summary, Path(args.reports_dir) / ablation.name)
         from reflect.status import refresh_status

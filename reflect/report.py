@@ -19,10 +19,13 @@ from reflect.reports.console import console, print_outcome
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m reflect.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="+", metavar="ABLATION_FILE", help="ablation files, e.g. ablations/*.yaml")
+    p.add_argument("files", nargs="+", metavar="ABLATION_FILE|key=value",
+                   help="ablation files, e.g. ablations/*.yaml, then the key=value overrides the run used (if any)")
+    p.add_argument("--profile", choices=["quick", "full"], help="the profile the run used instead of `base`")
+    p.add_argument("--seeds", help="the seeds the run used instead of the file's: a count (3) or a list (0,1,2)")
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -34,8 +37,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from reflect.ablation.store import ResultsStore
         from reflect.reports.ablation import write_ablation_report
 
-        for file in args.files:
-            ablation = load_ablation(file)
+        from reflect.ablate import parse_seeds
+
+        files = [f for f in args.files if "=" not in f]
+        overrides = [f for f in args.files if "=" in f]
+        for file in files:
+            # the same overrides, profile and seeds as the run: they change trial identities and the design
+            ablation = load_ablation(file, overrides, parse_seeds(args.seeds), args.profile)
             store = ResultsStore(Path(args.runs_dir) / ablation.name)
             if not store.trials_dir.is_dir():
                 console.print(f"[red]{file}: no results store at {store.root}[/] (run `python -m reflect.ablate "

@@ -46,6 +46,7 @@ class TrainResult:
     render_backend: str = "torch"  # the backend that actually rendered ("auto" resolved on the run's device)
     # per evaluation (the latest eval.per_frame_history of them): {"step": s, "splits": {split: per-frame}}
     per_frame_history: list[dict[str, Any]] = field(default_factory=list)
+    renders: list[dict[str, str]] = field(default_factory=list)  # final-evaluation renders: {frame_id, path}
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -117,6 +118,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     wall = time.perf_counter() - start
     if logger is not None:
         _log_samples(logger, module)
+    renders = save_renders(workdir, module)
     return TrainResult(
         eval_history=module.eval_history,
         per_frame=module.last_per_frame,
@@ -131,6 +133,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         lpips_reason=None if module.lpips_metric.available else module.lpips_metric.reason,
         resolution=(train_set.width, train_set.height),
         resumed_from_step=resumed_from,
+        renders=renders,
         extra={"config": to_plain_dict(cfg)},
     )
 
@@ -145,6 +148,33 @@ def _usable_checkpoint(path: Path) -> tuple[Optional[Path], int]:
         path.rename(path.with_suffix(".corrupt"))
         return None, 0
     return path, step
+
+
+RENDERS_DIR = "renders"
+
+
+def save_renders(workdir: Path, module: AvatarModule) -> list[dict[str, str]]:
+    """The final evaluation's sample frames as PNGs (ground truth | render, side by side) for report grids.
+
+    Returns ``[{frame_id, path}]``; a resumed run that did not evaluate again keeps the files it wrote before.
+    """
+    import json
+
+    from PIL import Image
+
+    out = Path(workdir) / RENDERS_DIR
+    index = out / "index.json"
+    if not module.sample_images:
+        return json.loads(index.read_text()) if index.is_file() else []
+    out.mkdir(parents=True, exist_ok=True)
+    renders = []
+    for i, (frame_id, image) in enumerate(module.sample_images):
+        array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        path = out / f"{i:02d}.png"
+        Image.fromarray(array).save(path)
+        renders.append({"frame_id": str(frame_id), "path": str(path)})
+    index.write_text(json.dumps(renders))
+    return renders
 
 
 def _log_samples(logger: Any, module: AvatarModule) -> None:

@@ -221,15 +221,43 @@ def test_trials_under_another_protocol_are_not_compared(tmp_path):
     assert 2 not in a.arms["film"].values and a.arms["film"].seeds_used == (0, 1)
 
 
-def test_seeds_beyond_the_plan_are_used_and_flagged(tmp_path):
+def test_planned_seeds_after_the_deciding_look_are_ignored(tmp_path):
     ablation = load_ablation(write(tmp_path))
     base = seeds_values(0, 5)
     values = {"concat": base, "none": {s: base[s] - 3 + 0.01 * s for s in range(5)},
               "film": {s: base[s] - 3 + 0.01 * s for s in range(5)}}
     a = analyze(ablation, records_for(ablation, values))
     none = a.arms["none"]
-    assert none.decided and none.seeds_used == (0, 1, 2, 3, 4)
-    assert "design left" in none.notes[0] and "no longer holds" in none.notes[0]
+    assert none.decided_at == 3 and none.seeds_used == (0, 1, 2) and not none.notes
+
+
+def test_seeds_outside_the_design_wait_for_its_looks_then_are_flagged(tmp_path):
+    ablation = load_ablation(write(tmp_path))
+    by_hand = {a: {s: 30.0 + (2.0 if a == "film" else 0.0) + 0.01 * s for s in (10, 11)}
+               for a in ("concat", "film", "none")}
+    a = analyze(ablation, records_for(ablation, by_hand))
+    assert a.looks_taken == 0 and not a.finished and a.arms["film"].next_seeds == 3
+    assert a.trials_to_run()["film"] == (0, 1, 2) and "set aside" in a.arms["film"].notes[0]
+
+    fixed = load_ablation(write(tmp_path, seeds="3"))
+    base = seeds_values(0, 3)
+    values = {"concat": {**base, 7: 30.0, 8: 30.1}}
+    values["film"] = {s: v + 2.0 + 0.01 * s for s, v in values["concat"].items()}
+    values["none"] = {s: v + 0.01 * s for s, v in values["concat"].items()}
+    a = analyze(fixed, records_for(fixed, values))
+    film = a.arms["film"]
+    assert film.verdict == "better" and film.seeds_used == (0, 1, 2, 7, 8) and film.decided_at == 5
+    assert any("design left" in n and "no longer holds" in n for n in film.notes)
+
+
+def test_the_verdict_reads_the_files_window_not_the_stored_one(tmp_path):
+    ablation = load_ablation(write(tmp_path, seeds="3"))
+    recs = records_for(ablation, {a: seeds_values(0, 3) for a in ("concat", "film", "none")})
+    for r in recs:
+        r.eval_history = [{"step": 10 * i, "val/psnr": 20.0 + i} for i in range(1, 6)]
+        r.windowed_metric = -1.0  # stale: computed under another window
+    a = analyze(ablation, recs)
+    assert a.arms["film"].values[0] == pytest.approx((23 + 24 + 25) / 3)  # window 3 of the file
 
 
 def test_min_metric_flips_the_gain(tmp_path):

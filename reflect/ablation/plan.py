@@ -34,7 +34,7 @@ def plan_trials(ablation: Ablation, arms: Optional[Sequence[str]] = None,
     for arm in ablation.arms.values():
         if arms is not None and arm.name not in arms:
             continue
-        identity = identity_dict(arm.config)  # once per arm: building it is the slow part (OmegaConf)
+        identity = _identity(ablation, arm.name)
         for seed in (ablation.seeds if seeds is None else seeds):
             cfg = copy.deepcopy(arm.config)
             cfg.seed = seed
@@ -42,6 +42,15 @@ def plan_trials(ablation: Ablation, arms: Optional[Sequence[str]] = None,
     return out
 
 
-def current_hashes(ablation: Ablation) -> dict[tuple[str, int], str]:
-    """(arm, seed) → today's config hash, for every trial the design may run."""
-    return {(p.arm, p.seed): p.config_hash for p in plan_trials(ablation)}
+def _identity(ablation: Ablation, arm: str) -> dict:
+    """The arm's identity dict, built once per loaded ablation (OmegaConf makes building it the slow part)."""
+    cache = ablation.identity_cache
+    if arm not in cache:
+        cache[arm] = identity_dict(ablation.arms[arm].config)
+    return cache[arm]
+
+
+def trial_hashes(ablation: Ablation, seeds: Sequence[int]) -> dict[tuple[str, int], str]:
+    """(arm, seed) → today's config hash for ``seeds`` (no configs built: what the reports need)."""
+    return {(arm, seed): hash_identity({**_identity(ablation, arm), "seed": seed})
+            for arm in ablation.arms for seed in seeds}

@@ -208,6 +208,7 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
         record.eval_history, record.train_history = result.eval_history, result.train_history
         record.per_frame, record.parameter_counts = result.per_frame, result.parameter_counts
         record.per_frame_history = result.per_frame_history
+        record.renders = result.renders
         record.wall_time_s, record.steps, record.checkpoint = result.wall_time_s, result.steps, result.checkpoint
         record.protocol = evaluation_protocol(p.config, result)
         record.windowed_metric = value
@@ -349,13 +350,15 @@ def _worker_entry(opts: RunOptions) -> None:
     worker_loop(opts)
 
 
-def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = None) -> Ablation:
+def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = None,
+                 retry_failed: bool = False) -> Ablation:
     """Run the ablation's seed design with ``workers`` processes (1 = in this process).
 
     A fixed design runs every (arm, seed) once. A sequential design runs look by look: the first look's seeds
     for every arm, then the analysis decides; only undecided arms (and the baseline) get the next look's seeds,
-    and it stops when every arm is decided or the last look is taken. Trials already complete are never rerun;
-    a trial that failed is retried once per invocation.
+    and it stops when every arm is decided or the last look is taken. Trials already complete are never rerun.
+    A failed trial counts as finished (and against its arm); ``retry_failed`` runs the plan's failed trials again
+    first (after fixing what made them fail: retrying only some, after seeing the verdicts, would bias them).
     """
     from reflect.analysis.verdicts import analyze
 
@@ -367,6 +370,12 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
     study = open_study(ablation.name, open_storage(opts.storage, store.root / "optuna.journal"),
                        "maximize" if ablation.metric.mode == "max" else "minimize")
     attempted: set[str] = set()
+    if retry_failed:
+        failed = [p for p in full_plan if (rec := store.get(p.key)) is not None and rec.status in (FAILED, PRUNED)]
+        for p in failed:  # kept (with its failure reason) under trials/retried/; the retry writes a fresh record
+            kept = store.trials_dir / "retried" / f"{p.key}.{int(time.time())}.json"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(store.record_path(p.key), kept)
     with display or _null():
         while True:
             wanted = analyze(ablation, store.records()).trials_to_run()

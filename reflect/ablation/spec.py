@@ -197,6 +197,7 @@ class Ablation:
     file_design: SeedDesign = None  # type: ignore[assignment]  # the file's own (differs under --seeds)
     margin: float = DEFAULT_PSNR_MARGIN_DB  # in the metric's unit
     overrides: tuple[str, ...] = ()  # command-line overrides applied to every arm
+    identity_cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def seeds_from_command_line(self) -> bool:

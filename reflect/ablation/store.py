@@ -41,6 +41,7 @@ class TrialRecord:
     train_history: list[dict[str, Any]] = field(default_factory=list)
     per_frame: dict[str, Any] = field(default_factory=dict)  # the final evaluation's per-frame metrics
     per_frame_history: list[dict[str, Any]] = field(default_factory=list)  # every evaluation in the window
+    renders: list[dict[str, str]] = field(default_factory=list)  # final-evaluation renders {frame_id, path}
     parameter_counts: dict[str, int] = field(default_factory=dict)
     wall_time_s: Optional[float] = None
     steps: int = 0

@@ -60,6 +60,13 @@ def _boundaries_cached(looks: tuple[int, ...], alpha_key: float) -> tuple[float,
     running = np.ones(len(paths), dtype=bool)
     levels, spent_before = [], 0.0
     for k in range(len(looks)):
+        if k == 0:
+            # the first look's p-value is exactly uniform under the null: its level is the α spent there
+            level = float(spent[0])
+            levels.append(level)
+            running &= ~(paths[:, 0] <= level)
+            spent_before = float(np.mean(~running))
+            continue
         rejections = int(np.floor((spent[k] - spent_before) * len(paths)))
         spent_before = spent[k]
         alive = paths[running, k]
@@ -73,13 +80,17 @@ def boundaries(looks: tuple[int, ...] | list[int], alpha: float) -> tuple[float,
     """Nominal one-sided levels ``a_k``: look ``k`` rejects its null when the t-test p-value is ≤ ``a_k``.
 
     Args:
-        looks: increasing seed counts (each ≥ 2).
+        looks: increasing seed counts (each ≥ 2 when there are several).
         alpha: the overall one-sided error to spend over all looks (e.g. 0.025, or 0.025/3 under Holm).
 
     Returns:
         One level per look; ``(alpha,)`` for a single look (the fixed design).
     """
     looks = tuple(int(n) for n in looks)
+    if len(looks) == 1 and looks[0] >= 1:
+        if not 0 < alpha < 0.5:
+            raise ValueError(f"alpha: expected a one-sided level in (0, 0.5), got {alpha}")
+        return (round(float(alpha), 12),)  # a fixed design: one test at α (it needs 2 seeds to test anything)
     if not looks or any(n < 2 for n in looks) or list(looks) != sorted(set(looks)):
         raise ValueError(f"looks: expected increasing seed counts of at least 2, got {list(looks)}")
     if not 0 < alpha < 0.5:

@@ -6,13 +6,16 @@ under a different protocol set aside and named.
 """
 from __future__ import annotations
 
+import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from reflect.ablation.plan import plan_trials
+from reflect.ablation.plan import trial_hashes
 from reflect.ablation.spec import Ablation
 from reflect.ablation.store import COMPLETE, FAILED, PRUNED, TrialRecord
+from reflect.analysis.windows import windowed
 
 TERMINAL = (COMPLETE, FAILED, PRUNED)
 # Evaluation-protocol fields that make two trials' numbers incomparable when they differ.
@@ -58,36 +61,58 @@ def current_records(ablation: Ablation, records: Iterable[TrialRecord]) -> list[
     """
     records = [r for r in records if r.arm in ablation.arms]
     seeds = sorted({*ablation.seeds, *(r.seed for r in records)})
-    current = {(p.arm, p.seed): p.config_hash for p in plan_trials(ablation, seeds=seeds)}
+    current = trial_hashes(ablation, seeds)
     return [r for r in records if current.get((r.arm, r.seed)) == r.config_hash]
 
 
 def protocol_differences(protocol: dict[str, Any], reference: dict[str, Any]) -> tuple[str, ...]:
-    """The protocol fields on which two trials differ (fields one of them lacks are not compared)."""
-    return tuple(f for f in PROTOCOL_FIELDS if f in protocol and f in reference and protocol[f] != reference[f])
+    """The protocol fields on which two trials differ (fields one of them lacks are not compared; records from
+    before the backend that ran was recorded say "auto", which matches any)."""
+    return tuple(f for f in PROTOCOL_FIELDS if f in protocol and f in reference and protocol[f] != reference[f]
+                 and not (f == "render_backend" and "auto" in (protocol[f], reference[f])))
+
+
+def trial_value(record: TrialRecord, metric: str, window: int) -> Optional[float]:
+    """The windowed metric under today's window (a record keeps its curve; the file's window may change)."""
+    if record.eval_history:
+        return windowed(record.eval_history, metric, window)
+    return record.windowed_metric if record.metric_name == metric and record.metric_window == window else None
+
+
+def _reference_protocol(records: list[TrialRecord]) -> dict[str, Any]:
+    """The protocol most of the baseline's complete trials share (ties: the lowest seed's), so one odd trial
+    cannot set every other aside."""
+    if not records:
+        return {}
+    keyed = [(json.dumps({f: r.protocol.get(f) for f in PROTOCOL_FIELDS}, sort_keys=True, default=str), r)
+             for r in records]
+    counts = Counter(k for k, _ in keyed)
+    top = max(counts.values())
+    return next(r.protocol for k, r in keyed if counts[k] == top)
 
 
 def gather(ablation: Ablation, records: Iterable[TrialRecord]) -> AblationRecords:
     """Group the current plan's records per arm; set aside trials whose protocol differs from the baseline's.
 
-    The reference protocol is that of the baseline's complete trial with the lowest seed.
+    The reference protocol is the one most of the baseline's complete trials share.
     """
     used = current_records(ablation, records)
     arms = {name: ArmRecords() for name in ablation.arms}
     for rec in sorted(used, key=lambda r: (r.arm, r.seed)):
         arms[rec.arm].records[rec.seed] = rec
     baseline_done = [r for s, r in sorted(arms[ablation.baseline].records.items()) if r.status == COMPLETE]
-    reference = baseline_done[0].protocol if baseline_done else {}
+    reference = _reference_protocol(baseline_done)
     exclusions = []
     for name, arm in arms.items():
         for seed, rec in arm.records.items():
-            if rec.status != COMPLETE or rec.windowed_metric is None or not math.isfinite(rec.windowed_metric):
+            value = trial_value(rec, ablation.metric.name, ablation.metric.window) if rec.status == COMPLETE else None
+            if value is None or not math.isfinite(value):
                 continue
             diff = protocol_differences(rec.protocol or {}, reference)
             if diff:
                 exclusions.append(Exclusion(rec.key, name, seed, diff))
                 continue
-            arm.values[seed] = float(rec.windowed_metric)
+            arm.values[seed] = float(value)
     return AblationRecords(arms, exclusions, reference)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
 from reflect.analysis.design import boundaries
-from reflect.analysis.hypothesis import FAMILIES, LookTest, family_test
+from reflect.analysis.hypothesis import FAMILIES, LookTest, family_test, interval
 
 
 @dataclass
@@ -36,6 +36,8 @@ class ArmDecision:
     tests: dict[str, LookTest] = field(default_factory=dict)
     seeds_used: tuple[int, ...] = ()
     level: Optional[float] = None
+    looks: list[dict] = field(default_factory=list)  # per look taken: seeds, level, interval of the gain
+
 
     @property
     def decided(self) -> bool:
@@ -99,6 +101,12 @@ def replay(gains: Mapping[str, Mapping[int, float]], seeds: Sequence[int], looks
                 rejected_in[hit] += 1
                 undecided.remove(a)
                 changed = True
+        for a in sample:
+            d = decisions[a]
+            if d.tests and (d.decided_at is None or d.decided_at == n_k):
+                level_k = d.level if d.decided_at == n_k else min(t.level for t in d.tests.values())
+                d.looks.append({"seeds": n_k, "level": level_k, "interval": interval(sample[a], level_k),
+                                "verdict": d.verdict if d.decided_at == n_k else "inconclusive"})
         if k + 1 < len(looks):
             for a in undecided:
                 decisions[a].next_seeds = looks[k + 1]

@@ -109,6 +109,7 @@ class ArmAnalysis:
     frames: Optional[FrameSummary] = None
     trials: list[TrialRef] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    looks: list[dict] = field(default_factory=list)  # per look taken: seeds, level, gain interval, verdict
 
 
 @dataclass
@@ -213,7 +214,7 @@ def analyze(ablation: Ablation, records: Iterable[TrialRecord], prior_spread: Op
     for name, d in decisions.items():
         arm = arms[name]
         arm.verdict, arm.decided, arm.decided_at, arm.next_seeds = d.verdict, d.decided, d.decided_at, d.next_seeds
-        arm.tests, arm.seeds_used = d.tests, d.seeds_used
+        arm.tests, arm.seeds_used, arm.looks = d.tests, d.seeds_used, d.looks
         arm.interval_confidence = 1 - 2 * d.level if d.level is not None else None
     undecided = [a for a in others if not arms[a].decided]
     notes: list[str] = []
@@ -268,15 +269,25 @@ def _fill_arm(ablation: Ablation, arm: ArmAnalysis, gathered: dict[str, ArmRecor
     if not arm.seeds_used:  # no look taken yet: interim numbers on what is finished, no verdict
         arm.seeds_used = tuple(s for s in design.seeds if s in arm.values and s in base.values)
     analysed = list(arm.seeds_used)
-    planned_upto = design.seeds[:arm.next_seeds] if arm.next_seeds else design.seeds[:(arm.decided_at or design.max_seeds)]
-    extra = sorted(s for s in arm.values if s in base.values and s not in planned_upto)
+    # Seeds outside the design (run by hand with --seeds): used only once the planned looks are over, and
+    # flagged, since looking again after the design ended is what inflates the error.
+    extra = sorted(s for s in arm.values if s in base.values and s not in design.seeds)
+    extra_failed = [s for s in records.records if s not in design.seeds and records.terminal(s)
+                    and s not in arm.values]
+    if extra and not (arm.decided or looks_taken == len(design.looks)):
+        arm.notes.append(f"seeds {extra} outside the design ({design.describe()}) are set aside until its planned "
+                         "looks are taken")
+        extra = []
     if extra:
         analysed = sorted({*analysed, *extra})
         level = boundaries(design.looks, alpha / m)[-1]
-        gains = list(paired_gains(records, base, analysed, sign).values())
-        arm.tests = {f: family_test(f, gains, margin, level) for f in FAMILIES}
-        hit = next((f for f in FAMILIES if arm.tests[f].rejected), None)
+        gains_all = list(paired_gains(records, base, analysed, sign).values())
+        arm.tests = {f: family_test(f, gains_all, margin, level) for f in FAMILIES}
+        seen = [*analysed, *extra_failed]
+        more_failures = records.failed(seen) > base.failed(seen)
+        hit = next((f for f in FAMILIES if arm.tests[f].rejected and (f == "worse" or not more_failures)), None)
         arm.verdict, arm.decided = (hit or "inconclusive"), hit is not None
+        arm.decided_at = len(analysed) if hit else None
         arm.interval_confidence = 1 - 2 * level
         arm.seeds_used = tuple(analysed)
         arm.next_seeds = None
@@ -297,7 +308,8 @@ def _fill_arm(ablation: Ablation, arm: ArmAnalysis, gathered: dict[str, ArmRecor
         seeds_seen = list(design.seeds[:design.looks[looks_taken - 1]])
     else:
         seeds_seen = [s for s in design.seeds if records.terminal(s) and base.terminal(s)]
-    seeds_seen += [s for s in extra if s not in seeds_seen]
+    if extra:
+        seeds_seen = [*arm.seeds_used, *extra_failed]
     failed, base_failed = records.failed(seeds_seen), base.failed(seeds_seen)
     flag = None
     if failed > base_failed:

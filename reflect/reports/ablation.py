@@ -11,6 +11,7 @@ from reflect.ablation.spec import Ablation
 from reflect.ablation.store import COMPLETE, ResultsStore, TrialRecord, atomic_write_json
 from reflect.analysis.inputs import current_records, spread_from_other_studies
 from reflect.analysis.verdicts import Spread, analyze
+from reflect.reports.ablation_html import render_html
 from reflect.reports.summary import build_summary
 
 
@@ -207,11 +208,20 @@ def plot_curves(ablation: Ablation, records: list[TrialRecord], path: Path) -> b
 
 
 def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: str | Path = "reports") -> dict:
+    """Write ``reports/<name>/summary.json``, ``report.md``, ``report.html`` and ``curves.png``; returns the summary.
+
+    Args:
+        ablation: the loaded ablation (with the overrides, profile and seeds the run used).
+        store: its results store (the only source of the numbers).
+        reports_dir: the reports root.
+    """
     out = Path(reports_dir) / ablation.name
     out.mkdir(parents=True, exist_ok=True)
     records = list(store.records())
     summary = summarize(ablation, records, prior_spread(ablation, store))
     atomic_write_json(out / "summary.json", summary)
-    plotted = plot_curves(ablation, used_records(ablation, records), out / "curves.png")
+    used = used_records(ablation, records)
+    plotted = plot_curves(ablation, used, out / "curves.png")
     (out / "report.md").write_text(render_markdown(summary, "curves.png" if plotted else None))
+    (out / "report.html").write_text(render_html(summary, used))
     return summary

@@ -7,6 +7,7 @@ at the top. The same store gives the same bytes, except ``generated_at``.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from typing import Any, Iterable
@@ -19,7 +20,10 @@ from reflect.analysis.windows import windowed
 
 
 def _round_trip(value: Any) -> Any:
-    """Tuples → lists, recursively (what JSON will hold anyway), so a summary compares equal to its file."""
+    """Tuples → lists, recursively (what JSON will hold anyway), so a summary compares equal to its file;
+    non-finite floats (the t statistic of a zero-spread sample) → None, since JSON has no infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {k: _round_trip(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -49,6 +53,7 @@ def _arm_entry(arm: ArmAnalysis, analysis: AblationAnalysis, other: dict[str, An
             underpowered=arm.underpowered,
             literature=asdict(arm.literature) if arm.literature else None,
             frames=asdict(arm.frames) if arm.frames else None,
+            looks=arm.looks,
         )
     entry.update(
         failures=asdict(arm.failures) if arm.failures else None,

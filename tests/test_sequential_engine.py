@@ -1,0 +1,89 @@
+"""The engine follows the seed design (look by look, only undecided arms), with training stubbed out.
+
+``reflect.training.train`` is replaced by a function that returns a curve whose level depends on the arm
+and the seed, so these tests exercise the real planner, queue, store and analysis in a second or two.
+"""
+import textwrap
+
+import numpy as np
+import pytest
+
+import reflect.training
+from reflect.ablation.runner import RunOptions, run_ablation, store_for
+from reflect.training import TrainResult
+
+from conftest import TINY
+
+ABLATION = """
+name: engine
+phase: 2
+question: q?
+citations: [a, b]
+base: quick
+arms:
+  concat: {model.decoder.expr_conditioning: concat}
+  film: {model.decoder.expr_conditioning: film}
+  none: {model.decoder.expr_conditioning: none}
+baseline: concat
+seeds: {min: 3, max: 8}
+metric: {name: val/psnr, mode: max, window: 2}
+decision: {min_effect_db: 0.1}
+"""
+EFFECT = {"concat": 0.0, "film": 0.05, "none": -3.0}
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    calls = []
+
+    def train(cfg, workdir, **kwargs):
+        arm = cfg.model.decoder.expr_conditioning
+        calls.append((arm, cfg.seed))
+        if arm == "film" and getattr(train, "fail_film", False):
+            raise RuntimeError("planted failure")
+        noise = np.random.default_rng(1000 + cfg.seed).normal(0, 0.1)
+        level = 30.0 + EFFECT[arm] + noise + (0.3 * np.random.default_rng(cfg.seed * 7 + len(arm)).normal())
+        history = [{"step": 3 * i, "val/psnr": level} for i in range(1, 3)]
+        return TrainResult(eval_history=history, per_frame={}, train_history=[], parameter_counts={"total": 1},
+                           checkpoint=str(workdir), wall_time_s=1.0, steps=6, lpips_status="unavailable",
+                           lpips_reason="test", resolution=(32, 32))
+
+    monkeypatch.setattr(reflect.training, "train", train)
+    return train, calls
+
+
+def write(tmp_path):
+    path = tmp_path / "engine.yaml"
+    path.write_text(textwrap.dedent(ABLATION))
+    return path
+
+
+def test_engine_runs_look_by_look_and_stops_decided_arms(tmp_path, fake_training):
+    train, calls = fake_training
+    opts = RunOptions(path=str(write(tmp_path)), overrides=tuple(TINY), runs_dir=str(tmp_path / "runs"))
+    run_ablation(opts)
+    ran = {arm: sorted(s for a, s in calls if a == arm) for arm in EFFECT}
+    assert ran["none"] == [0, 1, 2]  # −3 dB: worse at the first look, no more seeds
+    assert ran["film"] == list(range(8)) and ran["concat"] == list(range(8))  # +0.05 dB: undecided to max
+    calls.clear()
+    run_ablation(opts)  # rerun: everything the design needs is complete
+    assert calls == []
+
+
+def test_failed_trials_count_and_are_retried_only_when_asked(tmp_path, fake_training):
+    train, calls = fake_training
+    train.fail_film = True
+    opts = RunOptions(path=str(write(tmp_path)), overrides=tuple(TINY), runs_dir=str(tmp_path / "runs"))
+    ablation = run_ablation(opts)
+    store = store_for(ablation, opts.runs_dir)
+    failed = sorted(r.seed for r in store.records() if r.status == "failed")
+    assert failed == list(range(8))  # every film seed failed; the design still ran to its end, once each
+    assert sorted(s for a, s in calls if a == "film") == list(range(8))
+    calls.clear()
+    run_ablation(opts)
+    assert calls == []  # a failed trial counts as finished
+    train.fail_film = False
+    run_ablation(opts, retry_failed=True)
+    assert sorted(s for a, s in calls if a == "film") == list(range(8))
+    assert all(r.status == "complete" for r in store.records())
+    assert len(list((store.trials_dir / "retried").glob("*.json"))) == 8  # the failures are kept, not deleted
