@@ -254,8 +254,9 @@ def _fill_arm(ablation: Ablation, arm: ArmAnalysis, gathered: dict[str, ArmRecor
     """Means, the interval matching the verdict, failures, design-left seeds, literature, trend, frames, trials."""
     records, base = gathered[arm.name], gathered[ablation.baseline]
     conf = ablation.decision.confidence
-    arm.trials = [TrialRef(r.key, s, r.status, r.windowed_metric, r.failure_reason, r.wandb_error, _code_version(r))
-                  for s, r in sorted(records.records.items())]
+    # the value each trial contributes under today's window (excluded trials: their stored one, for reference)
+    arm.trials = [TrialRef(r.key, s, r.status, records.values.get(s, r.windowed_metric), r.failure_reason,
+                           r.wandb_error, _code_version(r)) for s, r in sorted(records.records.items())]
     if arm.is_baseline:
         arm.mean, arm.ci = _mean_ci(list(arm.values.values()), conf)
         arm.verdict, arm.delta = "baseline", 0.0

@@ -36,7 +36,7 @@ def forest_plot(summary: dict[str, Any]) -> Optional[bytes]:
         return None
     plt = _plt()
     margin, unit = summary["decision"]["margin"], summary["metric"]["unit"]
-    fig, ax = plt.subplots(figsize=(7, 0.7 * len(arms) + 1.4))
+    fig, ax = plt.subplots(figsize=(8, 0.7 * len(arms) + 1.6))
     ax.axvspan(-margin, margin, color="#e6e9f2", label=f"±margin ({margin:g} {unit})")
     ax.axvline(0, color="#888", lw=1)
     for i, (name, a) in enumerate(arms):
@@ -47,8 +47,8 @@ def forest_plot(summary: dict[str, Any]) -> Optional[bytes]:
                     textcoords="offset points", fontsize=8)
     ax.set_yticks(range(len(arms)), [n for n, _ in arms])
     ax.set_xlabel(f"Δ {summary['metric']['name']} vs {summary['baseline']} ({unit})")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Paired Δ per arm, with the interval its verdict used")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.set_title("Paired Δ per arm, with the interval its verdict used", fontsize=10)
     fig.tight_layout()
     return figure_png(fig)
 
@@ -98,7 +98,7 @@ def learning_curves(summary: dict[str, Any], records: list[TrialRecord]) -> Opti
     window = summary["metric"]["window"]
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.set_title(f"Learning curves: mean ± sd over seeds (the verdict averages the last {window} evaluations)")
+    ax.set_title(f"Mean ± sd over seeds; the verdict averages the last {window} evaluations", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -43,9 +43,18 @@ class TrialGroup:
         data = (self.records[0].config or {}).get("data", {})
         return data.get("root") is None and not data.get("sessions")
 
+    def effective_window(self, metric: str, window: int) -> int:
+        """``window``, or — when a trial made fewer evaluations — its own ablation's window (the quick profile's
+        avg5 stands for the roadmap's avg20 at full-profile evaluation rates), never the early ramp of a short run."""
+        if self.evaluations(metric) >= window:
+            return window
+        own = [r.metric_window for r in self.records if r.metric_window]
+        return min(own) if own else window
+
     def values(self, metric: str, window: int) -> dict[int, float]:
-        """Per seed, the mean of the last ``window`` evaluations of ``metric`` (fewer if the trial made fewer)."""
+        """Per seed, the mean of the last ``effective_window(metric, window)`` evaluations of ``metric``."""
         out = {}
+        window = self.effective_window(metric, window)
         for r in self.records:
             v = windowed(r.eval_history, metric, window)
             if v is not None and math.isfinite(v):
@@ -95,7 +104,7 @@ def estimate(group: TrialGroup, metric: str, window: int, confidence: float = 0.
     if not values:
         return None
     n, mean = len(values), float(np.mean(values))
-    used = min(window, group.evaluations(metric))
+    used = min(group.effective_window(metric, window), group.evaluations(metric))
     if n < 2:
         return Estimate(group, n, mean, None, None, used)
     sd = float(np.std(values, ddof=1))

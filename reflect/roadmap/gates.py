@@ -98,8 +98,8 @@ def _metric(c: MetricCondition, ctx: GateContext) -> ConditionResult:
     if est is None:
         return ConditionResult("metric", c.describe(), INCOMPLETE, f"no complete trial evaluated {c.metric}"
                                + (" (LPIPS needs its backbone weights)" if "lpips" in c.metric else ""))
-    window_note = "" if est.window_used >= c.window else f"; avg{est.window_used}: its trials made only " \
-        f"{est.window_used} evaluations"
+    window_note = "" if est.window_used >= c.window else f"; avg{est.window_used} (its ablation's window): its " \
+        f"trials made only {est.group.evaluations(c.metric)} evaluations, fewer than {c.window}"
     synthetic = " (synthetic head)" if est.group.synthetic else ""
     where = f"best: {est.group.label}{synthetic}, {est.mean:.3f} over {est.n} seed(s){window_note}"
     base = dict(kind="metric", description=c.describe(), group=est.group.label, value=est.mean, interval=est.interval)
