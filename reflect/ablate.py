@@ -182,6 +182,16 @@ def check_data(ablation) -> str:
     return f"data: {counts}, fingerprint {dataset_fingerprint(data)}"
 
 
+def mirror_summary(summary: dict, ablation, store) -> None:
+    """The verdict table into the ablation's W&B group (a mirror: a failure is a warning, never an exit)."""
+    from reflect.reports.wandb_report import log_summary_table
+
+    try:
+        log_summary_table(summary, ablation.arms[ablation.baseline].config.tracking, store.root)
+    except Exception as exc:  # noqa: BLE001 - W&B is a mirror of the store
+        console.print(f"[yellow]W&B[/]: the verdict table was not mirrored ({type(exc).__name__}: {exc})")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reflect.ablate"):
@@ -211,6 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_ablation(opts, workers=args.workers, display=live, retry_failed=args.retry_failed)
         summary = write_ablation_report(ablation, store, args.reports_dir)
         outcome = print_outcome(summary, Path(args.reports_dir) / ablation.name)
+        mirror_summary(summary, ablation, store)
         from reflect.status import refresh_status
 
         refresh_status([args.runs_dir], args.reports_dir)

@@ -25,7 +25,26 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--seeds", help="the seeds the run used instead of the file's: a count (3) or a list (0,1,2)")
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
+    p.add_argument("--publish", action="store_true",
+                   help="also log the verdict table to W&B and publish the W&B report (needs W&B online)")
     return p.parse_intermixed_args(argv)
+
+
+def publish(summary: dict, ablation, store, out_dir: Path) -> int:
+    """Mirror the verdict table and publish the W&B report; 1 (with the reason) when W&B cannot take it."""
+    import json
+
+    from reflect.reports.wandb_report import log_summary_table, publish_report
+
+    tracking = ablation.arms[ablation.baseline].config.tracking
+    try:
+        log_summary_table(summary, tracking, store.root)
+        url = publish_report(json.loads((out_dir / "wandb_report.json").read_text()), tracking)
+    except Exception as exc:  # noqa: BLE001 - the store and the local report stand; say why W&B did not
+        console.print(f"[yellow]W&B report not published[/]: {exc}")
+        return 1
+    console.print(f"W&B report: {url}")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -53,6 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             start = time.perf_counter()
             summary = write_ablation_report(ablation, store, args.reports_dir)
             worst = max(worst, print_outcome(summary, Path(args.reports_dir) / ablation.name))
+            if args.publish:
+                worst = max(worst, publish(summary, ablation, store, Path(args.reports_dir) / ablation.name))
             console.print(f"{ablation.name}: report rebuilt in {time.perf_counter() - start:.2f} s")
         from reflect.status import refresh_status
 

@@ -258,7 +258,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--export-wandb", metavar="OUT.yaml", help="write the equivalent W&B sweep config and exit")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # options and key=value in any order (cpython#59317)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -28,7 +28,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("items", nargs="*", metavar="CONFIG|key=value",
                    help="an optional config file or profile name (quick, full), then overrides")
     p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # options and key=value in any order (cpython#59317)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -104,3 +104,18 @@ def test_dry_run_checks_region_storage_and_seeds(tmp_path, text, args, pattern):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert re.search(pattern, " ".join(proc.stderr.split())), proc.stderr
+
+
+@pytest.mark.parametrize("module", ["reflect.ablate", "reflect.sweep", "reflect.train"])
+def test_overrides_after_options_are_accepted(module):
+    """The README's own `FILE --profile full data.root=...` order (argparse rejects it on Python < 3.12)."""
+    import importlib
+
+    parse = importlib.import_module(module).parse_args
+    if module == "reflect.train":
+        args = parse(["--no-resume", "trainer.max_steps=5", "data.root=/data/306"])
+        assert args.items == ["trainer.max_steps=5", "data.root=/data/306"] and args.no_resume
+    else:
+        args = parse(["f.yaml", "--workers", "2", "data.root=/data/306", "trainer.max_steps=5"])
+        assert args.file == "f.yaml" and args.overrides == ["data.root=/data/306", "trainer.max_steps=5"]
+        assert args.workers == 2

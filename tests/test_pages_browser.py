@@ -94,4 +94,5 @@ def test_pages_render_their_figures_in_chromium(tmp_path, page):
     assert colours > 500, f"{colours} colours: the screenshot shows no figures"
     if page == "report":  # a number on the page is the store's
         assert f"{summary['arms']['film']['delta_db']:+.3f}" in html_path.read_text()
-    shutil.copy(shot, Path(os.environ.get("REFLECT_SCREENSHOTS", tmp_path)) / shot.name)
+    if os.environ.get("REFLECT_SCREENSHOTS"):  # keep the screenshots for a person to look at
+        shutil.copy(shot, Path(os.environ["REFLECT_SCREENSHOTS"]) / shot.name)

@@ -13,6 +13,7 @@ from reflect.analysis.inputs import current_records, spread_from_other_studies
 from reflect.analysis.verdicts import Spread, analyze
 from reflect.reports.ablation_html import render_html
 from reflect.reports.summary import build_summary
+from reflect.reports.wandb_report import write_report_definition
 
 
 def used_records(ablation: Ablation, records: list[TrialRecord]) -> list[TrialRecord]:
@@ -208,7 +209,8 @@ def plot_curves(ablation: Ablation, records: list[TrialRecord], path: Path) -> b
 
 
 def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: str | Path = "reports") -> dict:
-    """Write ``reports/<name>/summary.json``, ``report.md``, ``report.html`` and ``curves.png``; returns the summary.
+    """Write ``reports/<name>/summary.json``, ``report.md``, ``report.html``, ``curves.png`` and the W&B report
+    definition ``wandb_report.json``; returns the summary.
 
     Args:
         ablation: the loaded ablation (with the overrides, profile and seeds the run used).
@@ -224,4 +226,5 @@ def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: 
     plotted = plot_curves(ablation, used, out / "curves.png")
     (out / "report.md").write_text(render_markdown(summary, "curves.png" if plotted else None))
     (out / "report.html").write_text(render_html(summary, used))
+    write_report_definition(summary, ablation.arms[ablation.baseline].config.tracking, out)
     return summary
