@@ -319,3 +319,26 @@ def test_summary_is_byte_identical_for_the_same_store(tmp_path):
     # the numbers are the store's
     deltas = [values["film"][s] - values["concat"][s] for s in film["seeds_used"]]
     assert film["delta_db"] == pytest.approx(np.mean(deltas), abs=1e-12)
+
+
+def test_report_md_numbers_are_the_stores(tmp_path):
+    """Parse the generated report.md (not the code that wrote it) and compare with the records."""
+    ablation = load_ablation(write(tmp_path, seeds="4"))
+    values = {a: seeds_values(effect, 4, seed=i) for i, (a, effect) in enumerate({"concat": 0, "film": 0.8, "none": -0.4}.items())}
+    store = ResultsStore(tmp_path / "runs" / ablation.name)
+    for rec in records_for(ablation, values):
+        store.write(rec)
+    write_ablation_report(ablation, store, tmp_path / "reports")
+    md = (tmp_path / "reports" / "decide" / "report.md").read_text()
+    for arm in ("film", "none"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| `{arm}` |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert int(cells[1]) == 4
+        assert float(cells[2]) == pytest.approx(np.mean(list(values[arm].values())), abs=0.005)
+        delta = np.mean([values[arm][s] - values["concat"][s] for s in range(4)])
+        assert float(cells[3]) == pytest.approx(delta, abs=0.005)
+        lo, hi = (float(x) for x in cells[4].split("]")[0].strip("[").split(","))
+        gains = [values[arm][s] - values["concat"][s] for s in range(4)]
+        level = float(cells[4].split("(")[1].rstrip("%)")) / 100
+        ref = sps.t.interval(level, 3, loc=np.mean(gains), scale=sps.sem(gains))
+        assert (lo, hi) == pytest.approx(ref, abs=0.006)

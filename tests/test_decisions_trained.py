@@ -1,7 +1,8 @@
 """Verdicts on really trained trials (tiny quick-profile runs): an A/A and a planted handicap.
 
 The A/A arm differs from the baseline by one Gaussian (401 vs 400), which redraws the random stream
-without changing the method (two identical arms would train bit-identically: a zero-width interval).
+without changing the method; the identical arm ``same`` trains bit-identically (common seeds, deterministic
+training), so its paired differences are exactly 0 and it is ``equivalent`` at once, with a zero-width interval.
 The handicapped arm trains a fifth of the steps. Sequential design: looks at 3 and 5 seeds.
 """
 import json
@@ -23,6 +24,7 @@ citations: ["A/A tests (Kohavi et al., Trustworthy Online Controlled Experiments
 base: tiny.yaml
 arms:
   base: {}
+  same: {}
   aa: {model.gaussians.num_gaussians: 401}
   handicap: {trainer.max_steps: 6}
 baseline: base
@@ -49,6 +51,8 @@ def test_aa_is_not_called_and_the_handicap_is_worse_at_the_first_look(tmp_path):
     assert handicap["verdict"] == "worse" and handicap["decided_at"] == 3
     assert handicap["delta_ci"][1] < -0.1
     assert aa["verdict"] not in ("better", "worse")
+    same = arms["same"]
+    assert same["verdict"] == "equivalent" and same["decided_at"] == 3 and same["delta_ci"] == [0.0, 0.0]
     # a decided arm stops getting seeds; the A/A arm goes on to the next look unless it was decided
     records = list(store_for(ablation, opts.runs_dir).records())
     seeds = {arm: sorted(r.seed for r in records if r.arm == arm) for arm in ablation.arms}
