@@ -22,7 +22,7 @@ def status_json(status: RoadmapStatus) -> dict[str, Any]:
         return {
             "phase": p.phase, "title": p.title, "db_range": p.db_range, "outcome": p.outcome, "passed": p.passed,
             "missing": p.missing,
-            "gates": [{"gate": g.gate, "text": g.text, "state": g.state, "passes_phase": g.passes_phase,
+            "gates": [{"gate": g.gate, "text": g.text, "state": g.state, "passes_phase": g.passes_phase, "source": g.source,
                        "conditions": [asdict(c) for c in g.conditions]} for g in p.gates],
             "conditions": [{"gate": g.gate, **asdict(c)} for g in p.gates for c in g.conditions],
             "decisions": [{**asdict(d), "forecast": None if d.forecast is None else
@@ -58,9 +58,15 @@ def _forecast_text(d) -> str:
     f = d.forecast
     if f is None:
         return "—"
-    cost = "cost unknown (no trial measured yet)" if f.trial_hours is None else \
-        f"{f.trial_hours:.2f} trial-hours on {f.device}"
+    hours = f.trial_hours
+    cost = "; ".join(f"{h:.2f} trial-hours on {device}" for device, h in hours.items()) or \
+        "cost unknown (no trial measured yet)"
     return f"{f.trials} trials, {cost}"
+
+
+def _md(text) -> str:
+    """A markdown table cell: pipes escaped, no line breaks."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def render_status_md(status: RoadmapStatus, roadmap: Roadmap) -> str:
@@ -72,17 +78,18 @@ def render_status_md(status: RoadmapStatus, roadmap: Roadmap) -> str:
     for m in roadmap.ladder:
         psnr = f"{m.psnr:g}" + (f"-{m.psnr_high:g}" if m.psnr_high else "") + " dB"
         reached = "—" if best is None else ("reached" if best >= m.psnr else f"{best - m.psnr:+.2f} dB")
-        lines.append(f"| {m.milestone} | {psnr} | {m.ssim:g} | {m.lpips:g} | {m.looks_like} | {reached} |")
+        lines.append(f"| {_md(m.milestone)} | {psnr} | {m.ssim:g} | {m.lpips:g} | {_md(m.looks_like)} | {reached} |")
     for p in status.phases:
         lines += ["", f"## Phase {p.phase}: {p.title} — **{p.outcome}**" + (" (passed)" if p.passed else ""), ""]
         if p.decisions:
             lines += ["| decision | file | state | verdicts | still needed |", "|---|---|---|---|---|"]
             for d in p.decisions:
                 verdicts = ", ".join(f"{a}: {v}" for a, v in d.verdicts.items()) or "—"
-                lines.append(f"| {d.id} | `{d.file}` | {d.state} | {verdicts} | {_forecast_text(d)} |")
+                lines.append(f"| {_md(d.id)} | `{_md(d.file)}` | {d.state} | {_md(verdicts)} | {_md(_forecast_text(d))} |")
             lines.append("")
         for g in p.gates:
-            lines.append(f"- **{g.gate}** ({g.state}): {g.text}")
+            source = "" if g.source == "ROADMAP_V3" else f" _(source: {g.source})_"
+            lines.append(f"- **{g.gate}** ({g.state}): {g.text}{source}")
             for c in g.conditions:
                 extra = ""
                 if c.probability is not None:
@@ -145,11 +152,13 @@ def render_status_html(status: RoadmapStatus, roadmap: Roadmap) -> str:
                 if c.seeds_to_settle is not None:
                     extra += f"; ~{c.seeds_to_settle} seeds would settle it"
                 conds.append([c.description, f'<span class="state-{c.state}">{c.state}</span>', esc(c.detail + extra)])
-            body.append(f"<p><b>{esc(g.gate)}</b> (<span class=\"state-{g.state}\">{esc(g.state)}</span>): {esc(g.text)}</p>")
+            source = "" if g.source == "ROADMAP_V3" else f' <span class="muted">(source: {esc(g.source)})</span>'
+            body.append(f"<p><b>{esc(g.gate)}</b> (<span class=\"state-{g.state}\">{esc(g.state)}</span>): "
+                        f"{esc(g.text)}{source}</p>")
             body.append(table(["condition", "state", "evidence"], conds, raw_columns=(1, 2)))
     body.append("<h2>What not to do</h2><ul>" + "".join(f"<li><b>{esc(x.get('item'))}</b> — {esc(x.get('evidence'))}</li>"
                                                         for x in roadmap.not_to_do) + "</ul>")
-    body.append("<h2>References</h2>" + table(["paper", "venue", "contribution", "PSNR", "setting"],
+    body.append("<h2>References</h2>" + table(["paper", "venue", "contribution", "PSNR or latency", "setting"],
                                               [[r.get("paper"), r.get("venue"), r.get("contribution"), r.get("psnr"),
                                                 r.get("setting")] for r in roadmap.references]))
     return page(f"{roadmap.title}: status", "".join(body))

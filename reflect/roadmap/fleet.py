@@ -40,7 +40,11 @@ class TrialGroup:
 
     @property
     def synthetic(self) -> bool:
-        data = (self.records[0].config or {}).get("data", {})
+        """Trained on the embedded synthetic head (no data root, no sessions); unknown configs are not."""
+        config = self.records[0].config or {}
+        if "data" not in config:
+            return False
+        data = config["data"] or {}
         return data.get("root") is None and not data.get("sessions")
 
     def effective_window(self, metric: str, window: int) -> int:
@@ -114,12 +118,17 @@ def estimate(group: TrialGroup, metric: str, window: int, confidence: float = 0.
 
 def best_group(groups: Iterable[TrialGroup], metric: str, window: int, mode: str = "max",
                confidence: float = 0.95) -> Optional[Estimate]:
-    """The configuration with the best mean windowed ``metric`` (ties: more seeds, then the label)."""
+    """The configuration with the best mean windowed ``metric`` among those with an interval (≥ 2 seeds);
+    single-seed configurations only when no configuration has two (ties: more seeds, then the label).
+
+    Why: a lucky single seed has the highest mean more often than not, and it gives no interval to decide on.
+    """
     estimates = [e for e in (estimate(g, metric, window, confidence) for g in groups) if e is not None]
     if not estimates:
         return None
+    with_interval = [e for e in estimates if e.interval is not None] or estimates
     sign = 1.0 if mode == "max" else -1.0
-    return max(estimates, key=lambda e: (sign * e.mean, e.n, e.group.label))
+    return max(with_interval, key=lambda e: (sign * e.mean, e.n, e.group.label))
 
 
 def latency_records(runs_dirs: Sequence[str | Path]) -> list[dict]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from scipy import stats as sps
 
@@ -58,6 +60,7 @@ class GateResult:
     state: str
     conditions: tuple[ConditionResult, ...]
     passes_phase: bool
+    source: str = "ROADMAP_V3"
 
 
 @dataclass
@@ -67,7 +70,7 @@ class GateContext:
     groups: Sequence[TrialGroup]
     signoffs: Sequence[Signoff]
     latency: Sequence[dict]
-    decision_verdicts: dict[str, dict[str, str]] = field(default_factory=dict)  # decision id → arm → verdict
+    decisions: dict[str, Any] = field(default_factory=dict)  # decision id → DecisionStatus (state, settled, verdicts)
     confidence: float = 0.95
 
 
@@ -98,8 +101,12 @@ def _metric(c: MetricCondition, ctx: GateContext) -> ConditionResult:
     if est is None:
         return ConditionResult("metric", c.describe(), INCOMPLETE, f"no complete trial evaluated {c.metric}"
                                + (" (LPIPS needs its backbone weights)" if "lpips" in c.metric else ""))
-    window_note = "" if est.window_used >= c.window else f"; avg{est.window_used} (its ablation's window): its " \
-        f"trials made only {est.group.evaluations(c.metric)} evaluations, fewer than {c.window}"
+    evaluations = est.group.evaluations(c.metric)
+    short = est.window_used < c.window
+    own = est.window_used != min(c.window, evaluations)
+    window_note = "" if not short else (f"; avg{est.window_used} ({'its ablation' if own else 'every evaluation'}"
+                                        f"'s window): its trials made only {evaluations} evaluations, fewer than "
+                                        f"the gate's {c.window}, so the condition can fail but not hold")
     synthetic = " (synthetic head)" if est.group.synthetic else ""
     where = f"best: {est.group.label}{synthetic}, {est.mean:.3f} over {est.n} seed(s){window_note}"
     base = dict(kind="metric", description=c.describe(), group=est.group.label, value=est.mean, interval=est.interval)
@@ -107,6 +114,14 @@ def _metric(c: MetricCondition, ctx: GateContext) -> ConditionResult:
         return ConditionResult(state=UNDECIDED, detail=where + "; one seed gives no interval", **base)
     lo, hi = est.interval
     where += f", {ctx.confidence:.0%} interval [{lo:.3f}, {hi:.3f}]"
+    result = _threshold(c, est, lo, hi, where, base, ctx)
+    if short and result.state == HOLDS:  # less data than the gate asks for never passes it
+        return ConditionResult(**{**result.__dict__, "state": UNDECIDED})
+    return result
+
+
+def _threshold(c: MetricCondition, est: Estimate, lo: float, hi: float, where: str, base: dict,
+               ctx: GateContext) -> ConditionResult:
     if c.comparator == "between":
         low, high = c.range
         if low <= lo and hi < high:
@@ -131,12 +146,14 @@ def _metric(c: MetricCondition, ctx: GateContext) -> ConditionResult:
 
 def _latency(c: LatencyCondition, ctx: GateContext) -> ConditionResult:
     rows = [r for r in ctx.latency if r.get("output") == c.output]
-    gpu = [r for r in rows if str(r.get("device_type")) == "cuda"]
+    gpu = [r for r in rows if str(r.get("device_type")) == "cuda" and isinstance(r.get("total_ms"), (int, float))
+           and math.isfinite(r["total_ms"]) and int(r.get("gaussians") or 0) >= c.min_gaussians]
     base = dict(kind="latency", description=c.describe())
     if not gpu:
         seen = sorted({str(r.get("device")) for r in rows}) or ["none"]
-        return ConditionResult(state=INCOMPLETE, detail=f"no {c.output} latency recorded on a GPU (recorded on: "
-                               f"{', '.join(seen)}); run benches/bench_latency.py on the target GPU", **base)
+        return ConditionResult(state=INCOMPLETE, detail=f"no {c.output} latency recorded on a GPU with at least "
+                               f"{c.min_gaussians} Gaussians (recorded on: {', '.join(seen)}); run "
+                               "benches/bench_latency.py on the target GPU", **base)
     best = min(gpu, key=lambda r: r["total_ms"])
     ok = best["total_ms"] < c.threshold_ms if c.comparator == "<" else best["total_ms"] <= c.threshold_ms
     return ConditionResult(state=HOLDS if ok else FAILS, value=float(best["total_ms"]),
@@ -145,30 +162,41 @@ def _latency(c: LatencyCondition, ctx: GateContext) -> ConditionResult:
 
 
 def _comparison(c: ComparisonCondition, ctx: GateContext) -> ConditionResult:
+    """The best configuration (by ``against``): per seed, windowed ``metric`` − ``against``; its interval must lie
+    within ±margin (holds) or outside it (fails)."""
     base = dict(kind="comparison", description=c.describe())
-    pairs = []
-    for g in ctx.groups:
-        for r in g.records:
-            a = [h for h in r.eval_history if h.get(c.metric) is not None and h.get(c.against) is not None]
-            if a:
-                pairs.append((g.label, a[-1][c.metric] - a[-1][c.against]))
-    if not pairs:
-        return ConditionResult(state=INCOMPLETE, detail=f"no trial evaluated {c.metric} beside {c.against}", **base)
-    worst = max(pairs, key=lambda p: abs(p[1]))
-    state = HOLDS if all(abs(d) <= c.margin for _, d in pairs) else FAILS
-    return ConditionResult(state=state, detail=f"largest gap {worst[1]:+.3f} ({worst[0]})", value=worst[1], **base)
+    est = best_group(ctx.groups, c.against, 20, "max", ctx.confidence)
+    if est is None:
+        return ConditionResult(state=INCOMPLETE, detail=f"no trial evaluated {c.against}", **base)
+    window = est.group.effective_window(c.against, 20)
+    mine, theirs = est.group.values(c.metric, window), est.group.values(c.against, window)
+    gaps = [mine[s] - theirs[s] for s in sorted(set(mine) & set(theirs))]
+    if not gaps:
+        return ConditionResult(state=INCOMPLETE, detail=f"the best configuration ({est.group.label}) has no "
+                               f"{c.metric} evaluation beside {c.against}", group=est.group.label, **base)
+    mean = sum(gaps) / len(gaps)
+    if len(gaps) < 2:
+        return ConditionResult(state=UNDECIDED, detail=f"{est.group.label}: gap {mean:+.3f} on one seed",
+                               group=est.group.label, value=mean, **base)
+    sd = float(np.std(gaps, ddof=1))
+    half = float(sps.t.isf((1 - ctx.confidence) / 2, len(gaps) - 1)) * sd / math.sqrt(len(gaps))
+    lo, hi = mean - half, mean + half
+    state = HOLDS if -c.margin < lo and hi < c.margin else (FAILS if hi < -c.margin or lo > c.margin else UNDECIDED)
+    return ConditionResult(state=state, detail=f"{est.group.label}: gap {mean:+.3f}, interval [{lo:+.3f}, {hi:+.3f}] "
+                           f"over {len(gaps)} seeds", group=est.group.label, value=mean, interval=(lo, hi), **base)
 
 
 def _decision(c: DecisionCondition, ctx: GateContext) -> ConditionResult:
     base = dict(kind="decision", description=c.describe())
-    verdicts = ctx.decision_verdicts.get(c.decision)
-    if not verdicts:
-        return ConditionResult(state=INCOMPLETE, detail=f"decision {c.decision} has no verdicts yet", **base)
-    if any(v == c.verdict for v in verdicts.values()):
-        return ConditionResult(state=HOLDS, detail=", ".join(f"{a}: {v}" for a, v in verdicts.items()), **base)
-    open_ = any(v == "inconclusive" for v in verdicts.values())
-    return ConditionResult(state=UNDECIDED if open_ else FAILS,
-                           detail=", ".join(f"{a}: {v}" for a, v in verdicts.items()), **base)
+    state = ctx.decisions.get(c.decision)
+    if state is None or not state.verdicts or state.state in ("not written", "not run"):
+        why = "is not written yet" if state is not None and state.state == "not written" else "has no trials yet"
+        return ConditionResult(state=INCOMPLETE, detail=f"decision {c.decision} {why}", **base)
+    detail = ", ".join(f"{a}: {v}" for a, v in state.verdicts.items())
+    if any(v == c.verdict for v in state.verdicts.values()):
+        return ConditionResult(state=HOLDS, detail=detail, **base)
+    return ConditionResult(state=FAILS if state.settled else UNDECIDED, detail=detail + ("" if state.settled else
+                           "; its design has looks left"), **base)
 
 
 def _signoff(c: SignoffCondition, phase: int, ctx: GateContext) -> ConditionResult:
@@ -177,7 +205,11 @@ def _signoff(c: SignoffCondition, phase: int, ctx: GateContext) -> ConditionResu
     if s is None:
         return ConditionResult(state=INCOMPLETE, detail=f"sign-off {c.check!r} not recorded (python -m reflect.signoff "
                                f"{phase} {c.check} --by NAME --note ...)", **base)
-    return ConditionResult(state=HOLDS, detail=f"signed off by {s.by} at {s.at}: {s.note}", **base)
+    detail = f"signed off by {s.by} at {s.at}: {s.note}"
+    best = best_group(ctx.groups, "val/psnr", 20, "max", ctx.confidence)
+    if best is not None and s.trials and not {r.key for r in best.group.records} & set(s.trials):
+        detail += f" (note: it looked at other trials than today's best configuration, {best.group.label})"
+    return ConditionResult(state=HOLDS, detail=detail, **base)
 
 
 def evaluate_condition(c: Condition, phase: int, ctx: GateContext) -> ConditionResult:
@@ -203,7 +235,7 @@ def evaluate_gate(gate: Gate, phase: int, ctx: GateContext) -> GateResult:
         state = INCOMPLETE
     else:
         state = UNDECIDED
-    return GateResult(gate.name, gate.text, state, results, gate.next_phase is not None)
+    return GateResult(gate.name, gate.text, state, results, gate.next_phase is not None, gate.source)
 
 
 def phase_outcome(phase: Phase, gates: Sequence[GateResult]) -> tuple[str, bool, list[str]]:

@@ -43,7 +43,7 @@ def record_signoff(runs_dir: str | Path, signoff: Signoff) -> Path:
 
 
 def read_signoffs(runs_dirs: Sequence[str | Path]) -> list[Signoff]:
-    """Every line of every runs folder's sign-off file, in the order written (a torn line is skipped)."""
+    """Every line of every runs folder's sign-off file, oldest first (a torn line is skipped)."""
     out = []
     for runs in runs_dirs:
         path = Path(runs) / SIGNOFF_FILE
@@ -57,7 +57,8 @@ def read_signoffs(runs_dirs: Sequence[str | Path]) -> list[Signoff]:
                                    bool(data.get("revoked", False))))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
-    return out  # file order: the file is append-only, so its order is the order things happened
+    # Across folders, by time; within one (append-only) file a stable sort keeps the order things happened.
+    return sorted(out, key=lambda s: s.at)
 
 
 def active_signoff(signoffs: Sequence[Signoff], phase: int, check: str) -> Optional[Signoff]:

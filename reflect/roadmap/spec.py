@@ -45,6 +45,7 @@ class LatencyCondition:
     comparator: str
     threshold_ms: float
     text: str = ""
+    min_gaussians: int = 100_000  # a benchmark of a toy scene does not pass a latency gate
 
     def describe(self) -> str:
         return f"{self.output} output {self.comparator} {self.threshold_ms:g} ms"
@@ -89,6 +90,7 @@ class Gate:
     text: str
     conditions: tuple[Condition, ...]
     next_phase: Optional[int] = None  # a gate that passes the phase (GO, SHIP)
+    source: str = "ROADMAP_V3"  # or where a number the roadmap does not state comes from
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Decision:
     file: Path  # absolute
     planned: bool = False  # the file is not written yet
     expected_db: Optional[float] = None
+    note: str = ""  # e.g. where the expected gain was measured, when not on this task
 
     @property
     def is_sweep(self) -> bool:
@@ -189,7 +192,7 @@ def _condition(r: _Reader, raw: Any, key: str) -> Condition:
         if comparator not in COMPARATORS:
             raise r.fail(f"{key}.comparator", f"expected one of {', '.join(COMPARATORS)}, got {comparator!r}")
         window = c.get("window", 20)
-        if not isinstance(window, int) or window < 1:
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
             raise r.fail(f"{key}.window", f"expected a positive number of evaluations, got {window!r}")
         if comparator == "between":
             rng = c.get("range")
@@ -201,13 +204,15 @@ def _condition(r: _Reader, raw: Any, key: str) -> Condition:
         return MetricCondition(str(c["metric"]), window, comparator, threshold=r.number(c["threshold"], f"{key}.threshold"),
                                text=text)
     if "latency" in raw:
-        c = r.mapping(raw, key, ("latency", "comparator", "threshold_ms", "text"), ("comparator", "threshold_ms"))
+        c = r.mapping(raw, key, ("latency", "comparator", "threshold_ms", "min_gaussians", "text"),
+                      ("comparator", "threshold_ms"))
         if c["comparator"] not in ("<", "<="):
             raise r.fail(f"{key}.comparator", f"expected '<' or '<=' for a latency, got {c['comparator']!r}")
         output = str(c["latency"])
         if "x" not in output or not all(p.isdigit() for p in output.split("x")):
             raise r.fail(f"{key}.latency", f"expected an output resolution WIDTHxHEIGHT, got {output!r}")
-        return LatencyCondition(output, c["comparator"], r.number(c["threshold_ms"], f"{key}.threshold_ms"), text)
+        return LatencyCondition(output, c["comparator"], r.number(c["threshold_ms"], f"{key}.threshold_ms"), text,
+                                int(r.number(c.get("min_gaussians", 100_000), f"{key}.min_gaussians")))
     if "compare" in raw:
         c = r.mapping(raw, key, ("compare", "against", "margin", "text"), ("against", "margin"))
         return ComparisonCondition(str(c["compare"]), str(c["against"]), r.number(c["margin"], f"{key}.margin"), text)
@@ -223,7 +228,7 @@ def _condition(r: _Reader, raw: Any, key: str) -> Condition:
 
 
 def _decision(r: _Reader, raw: Any, key: str, root: Path) -> Decision:
-    d = r.mapping(raw, key, ("id", "claim", "citations", "file", "planned", "expected_db"),
+    d = r.mapping(raw, key, ("id", "claim", "citations", "file", "planned", "expected_db", "note"),
                   ("id", "claim", "citations", "file"))
     citations = tuple(str(c) for c in r.items(d["citations"], f"{key}.citations"))
     if len(citations) < 2:
@@ -236,7 +241,7 @@ def _decision(r: _Reader, raw: Any, key: str, root: Path) -> Decision:
         raise r.fail(f"{key}.planned", f"{d['file']} exists: remove `planned: true`")
     expected = d.get("expected_db")
     return Decision(str(d["id"]), str(d["claim"]), citations, file, planned,
-                    None if expected is None else r.number(expected, f"{key}.expected_db"))
+                    None if expected is None else r.number(expected, f"{key}.expected_db"), str(d.get("note", "")))
 
 
 def load_roadmap(path: str | Path = DEFAULT_ROADMAP) -> Roadmap:
@@ -258,6 +263,8 @@ def load_roadmap(path: str | Path = DEFAULT_ROADMAP) -> Roadmap:
                                 r.number(m["lpips"], f"{key}.lpips"), str(m.get("looks_like", "")), m.get("phase"),
                                 None if m.get("psnr_high") is None else r.number(m["psnr_high"], f"{key}.psnr_high")))
     phases, ids, checks = [], set(), []
+    if not r.items(top["phases"], "phases"):
+        raise r.fail("phases", "expected at least one phase")
     for i, p in enumerate(r.items(top["phases"], "phases")):
         key = f"phases[{i}]"
         p = r.mapping(p, key, ("phase", "title", "db_range", "duration", "decisions", "gates"), ("phase", "title"))
@@ -273,15 +280,19 @@ def load_roadmap(path: str | Path = DEFAULT_ROADMAP) -> Roadmap:
         gates = []
         for j, g in enumerate(r.items(p.get("gates"), f"{key}.gates")):
             gkey = f"{key}.gates[{j}]"
-            g = r.mapping(g, gkey, ("gate", "text", "next_phase", "conditions"), ("gate", "conditions"))
+            g = r.mapping(g, gkey, ("gate", "text", "next_phase", "conditions", "source"), ("gate", "conditions"))
             if g["gate"] not in GATE_NAMES:
                 raise r.fail(f"{gkey}.gate", f"expected one of {', '.join(GATE_NAMES)}, got {g['gate']!r}")
+            nxt = g.get("next_phase")
+            if nxt is not None and (not isinstance(nxt, int) or isinstance(nxt, bool) or nxt != i + 2):
+                raise r.fail(f"{gkey}.next_phase", f"expected {i + 2} (the phase after this one), got {nxt!r}")
             conds = tuple(_condition(r, c, f"{gkey}.conditions[{k}]")
                           for k, c in enumerate(r.items(g["conditions"], f"{gkey}.conditions")))
             if not conds:
                 raise r.fail(f"{gkey}.conditions", "expected at least one condition")
             checks += [c.check for c in conds if isinstance(c, SignoffCondition)]
-            gates.append(Gate(g["gate"], str(g.get("text", "")), conds, g.get("next_phase")))
+            gates.append(Gate(g["gate"], str(g.get("text", "")), conds, g.get("next_phase"),
+                              str(g.get("source", "ROADMAP_V3"))))
         phases.append(Phase(p["phase"], str(p["title"]), str(p.get("db_range", "")), str(p.get("duration", "")),
                             tuple(decisions), tuple(gates)))
     for i, phase in enumerate(phases):

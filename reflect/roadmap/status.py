@@ -31,16 +31,16 @@ BEST_WINDOW = 20
 
 @dataclass(frozen=True)
 class Forecast:
-    """Trials still needed to settle a decision, and what they cost at the store's measured trial time."""
+    """Trials still needed to settle a decision, and what they cost per device kind at the store's measured
+    mean trial time on that kind (``trial_s``: device → seconds)."""
 
     trials: int
-    trial_s: Optional[float]
-    device: Optional[str]
+    trial_s: dict[str, float]
     basis: str
 
     @property
-    def trial_hours(self) -> Optional[float]:
-        return None if self.trial_s is None else self.trials * self.trial_s / 3600
+    def trial_hours(self) -> dict[str, float]:
+        return {device: self.trials * seconds / 3600 for device, seconds in self.trial_s.items()}
 
 
 @dataclass
@@ -93,10 +93,13 @@ class RoadmapStatus:
     runs_dirs: list[str]
 
 
-def _mean_trial(records) -> tuple[Optional[float], Optional[str]]:
-    walls = [r.wall_time_s for r in records if r.status == COMPLETE and r.wall_time_s]
-    devices = sorted({(r.provenance or {}).get("device") or "unknown device" for r in records if r.status == COMPLETE})
-    return (statistics.mean(walls) if walls else None), (", ".join(devices) if devices else None)
+def _trial_seconds(records) -> dict[str, float]:
+    """Mean wall time of a complete trial, per device kind that ran one."""
+    walls: dict[str, list[float]] = {}
+    for r in records:
+        if r.status == COMPLETE and r.wall_time_s:
+            walls.setdefault((r.provenance or {}).get("device") or "unknown device", []).append(r.wall_time_s)
+    return {device: statistics.mean(w) for device, w in sorted(walls.items())}
 
 
 def _find_store(name: str, runs_dirs: Sequence[str | Path]) -> Optional[ResultsStore]:
@@ -121,13 +124,12 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> Deci
         store = _find_store(spec.name, runs_dirs)
         records = list(store.records()) if store else []
         done = sum(1 for r in records if r.status in (COMPLETE, "pruned"))
-        trial_s, device = _mean_trial(records)
         settled = done >= spec.n_trials
         left = max(0, spec.n_trials - done)
         return DecisionStatus(decision.id, decision.claim, rel, kind,
                               "settled" if settled else ("not run" if not records else "running"), settled,
                               detail=f"{done}/{spec.n_trials} sweep trials",
-                              forecast=None if settled else Forecast(left, trial_s, device, "sweep trials left"))
+                              forecast=None if settled else Forecast(left, _trial_seconds(records), "sweep trials left"))
     from reflect.ablation.spec import load_ablation
     from reflect.analysis.verdicts import analyze
 
@@ -136,7 +138,6 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> Deci
     records = list(store.records()) if store else []
     analysis = analyze(ablation, records)
     verdicts = {n: a.verdict for n, a in analysis.arms.items() if not a.is_baseline}
-    trial_s, device = _mean_trial(records)
     if analysis.finished and records:
         return DecisionStatus(decision.id, decision.claim, rel, kind, "settled", True, verdicts,
                               detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken")
@@ -157,7 +158,7 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> Deci
     basis = "seeds each undecided arm's MDE asks for (at most max), baseline included"
     return DecisionStatus(decision.id, decision.claim, rel, kind, "running" if records else "not run", False, verdicts,
                           detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken",
-                          forecast=Forecast(left, trial_s, device, basis))
+                          forecast=Forecast(left, _trial_seconds(records), basis))
 
 
 def roadmap_status(roadmap: Roadmap, runs_dirs: Sequence[str | Path], groups: Optional[list[TrialGroup]] = None,
@@ -173,8 +174,7 @@ def roadmap_status(roadmap: Roadmap, runs_dirs: Sequence[str | Path], groups: Op
     groups = load_fleet(runs_dirs) if groups is None else groups
     if decisions is None:
         decisions = {d.id: decision_status(d, runs_dirs) for p in roadmap.phases for d in p.decisions}
-    ctx = GateContext(groups, read_signoffs(runs_dirs), latency_records(runs_dirs),
-                      {k: v.verdicts for k, v in decisions.items() if v.verdicts})
+    ctx = GateContext(groups, read_signoffs(runs_dirs), latency_records(runs_dirs), decisions)
     phases = []
     for phase in roadmap.phases:
         gates = [evaluate_gate(g, phase.phase, ctx) for g in phase.gates]
