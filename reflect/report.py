@@ -25,6 +25,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--seeds", help="the seeds the run used instead of the file's: a count (3) or a list (0,1,2)")
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
+    p.add_argument("--roadmap", help="the roadmap file the status pages follow (default: roadmap.yaml)")
     p.add_argument("--publish", action="store_true",
                    help="also log the verdict table to W&B and publish the W&B report (needs W&B online)")
     return p.parse_intermixed_args(argv)
@@ -77,7 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             console.print(f"{ablation.name}: report rebuilt in {time.perf_counter() - start:.2f} s")
         from reflect.status import refresh_status
 
-        refresh_status([args.runs_dir], args.reports_dir)
+        refresh_status([args.runs_dir], args.reports_dir, args.roadmap)
     return worst
 
 

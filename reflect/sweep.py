@@ -118,14 +118,17 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSp
     return spec, (base, layers, base_cfg)
 
 
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SweepSpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler for one worker: each worker's stream is seeded apart (``seed + worker_index``), or two
+    workers with one seed would suggest the same values in pairs."""
     s = spec.sampler
+    seed = None if s.seed is None else s.seed + worker_index
     if s.name == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed)
+        return optuna.samplers.TPESampler(seed=seed)
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=s.seed)
+        return optuna.samplers.CmaEsSampler(seed=seed)
     grid = {}
     for key, p in spec.space.items():
         if p.type == "categorical":
@@ -176,12 +179,13 @@ class StepPruningCallback(Callback):
 
 
 def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], runs_dir: str, n_trials: int,
-           threads: Optional[int] = None) -> None:
-    """Run up to ``n_trials`` trials of the sweep's study (several workers share it through the storage)."""
+           threads: Optional[int] = None, worker_index: int = 0) -> None:
+    """Run trials of the sweep's study until it holds ``n_trials`` (complete, pruned or running), study-wide:
+    several workers share the budget through the storage, and none trains a configuration another has."""
     from optuna.trial import TrialState
 
-    from reflect.ablation.runner import PlannedTrial, run_trial
-    from reflect.ablation.store import COMPLETE, PRUNED, ResultsStore
+    from reflect.ablation.runner import PlannedTrial, _file_lock as file_lock, run_trial
+    from reflect.ablation.store import COMPLETE, PRUNED, RUNNING, ResultsStore, TrialRecord
     from reflect.ablation.study import open_storage
     from reflect.config import config_hash
 
@@ -193,7 +197,7 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
     store = ResultsStore(Path(runs_dir) / spec.name)
     study = optuna.create_study(
         study_name=spec.name, storage=open_storage(storage_url, store.root / "optuna.journal"),
-        direction="maximize" if spec.metric.mode == "max" else "minimize", sampler=make_sampler(spec),
+        direction="maximize" if spec.metric.mode == "max" else "minimize", sampler=make_sampler(spec, worker_index),
         pruner=make_pruner(spec), load_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
@@ -203,9 +207,17 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
         cfg.seed = spec.seed
         p = PlannedTrial(arm=f"t{trial.number:03d}", seed=spec.seed, config=cfg, config_hash=config_hash(cfg),
                          overrides=params)
-        done = next((r for r in store.records() if r.config_hash == p.config_hash and r.status == COMPLETE), None)
-        if done is not None:  # the same configuration already finished (e.g. before a restart)
-            return float(done.windowed_metric)
+        with file_lock(store.root / ".sweep.lock"):  # check and claim in one step: two workers never both train it
+            same = [r for r in store.records() if r.config_hash == p.config_hash]
+            done = next((r for r in same if r.status == COMPLETE), None)
+            if done is not None:  # the same configuration already finished (e.g. before a restart)
+                return float(done.windowed_metric)
+            live = next((r for r in same if r.status == RUNNING and not r.is_stale()), None)
+            if live is not None:  # another worker is training this very configuration: never twice
+                raise optuna.TrialPruned(f"duplicate of {live.arm}, which another worker is training")
+            store.write(TrialRecord(study=spec.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
+                                    status=RUNNING, metric_name=spec.metric.name, metric_window=spec.metric.window,
+                                    optuna_trial=trial.number, overrides=params))
         record = run_trial(spec, p, store, trial.number, callbacks=[StepPruningCallback(trial, spec.metric.name)])
         if record.status == PRUNED:
             raise optuna.TrialPruned(record.failure_reason)
@@ -213,9 +225,12 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             raise RuntimeError(record.failure_reason)  # Optuna records FAIL and goes on with the next trial
         return float(record.windowed_metric)
 
-    remaining = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(RuntimeError,))
+    budget_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    if len(study.get_trials(deepcopy=False, states=budget_states)) < n_trials:
+        # MaxTrialsCallback stops this worker once the study holds n_trials counting the other workers' running
+        # ones, so N workers never overshoot the sweep's budget (a per-worker n_trials would).
+        study.optimize(objective, catch=(RuntimeError,),
+                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=budget_states)])
 
 
 def export_wandb(spec: SweepSpec, base: str, out: Path) -> None:
@@ -280,14 +295,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.dry_run:
             console.print("dry run: the sweep and its search space are valid; nothing was trained.")
             return 0
-        per_worker = -(-spec.n_trials // max(1, args.workers))
         if args.workers <= 1:
             worker(args.file, tuple(args.overrides), args.storage, args.runs_dir, spec.n_trials)
         else:
             ctx = mp.get_context("spawn")
             threads = max(1, (os.cpu_count() or 1) // args.workers)
             procs = [ctx.Process(target=worker, args=(args.file, tuple(args.overrides), args.storage, args.runs_dir,
-                                                      per_worker, threads)) for _ in range(args.workers)]
+                                                      spec.n_trials, threads, index)) for index in range(args.workers)]
             for proc in procs:
                 proc.start()
             for proc in procs:

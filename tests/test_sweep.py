@@ -84,3 +84,28 @@ def test_pruned_trial_is_recorded_as_pruned(tmp_path):
     record = run_trial(spec, p, store, trial.number, callbacks=[StepPruningCallback(trial, "val/psnr")])
     assert record.status == "pruned" and "step 3" in record.failure_reason
     assert store.get(p.key).status == "pruned"
+
+
+def test_two_workers_share_the_budget_and_never_train_a_configuration_twice(tmp_path):
+    """Two processes on one study: the space has two configurations and the budget is 4 trials."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(SWEEP.replace("name: tiny_sweep", "name: dup").replace("n_trials: 2", "n_trials: 4").replace(
+        "  optim.lr_deform: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}\n", ""))
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reflect.sweep", str(path), *TINY, "--workers", "2", "--runs-dir", str(runs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = list(ResultsStore(runs / "dup").records())
+    hashes = [r.config_hash for r in records if r.status == "complete"]
+    assert len(hashes) == len(set(hashes)) <= 2  # each configuration trained once
+    study = optuna.load_study(study_name="dup", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(runs / "dup" / "optuna.journal"))))
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 4  # the study-wide budget, not 4 per worker
+
+
+def test_workers_get_distinct_sampler_streams():
+    from reflect.sweep import make_sampler
+
+    spec, _ = load_sweep(ROOT / "sweeps" / "expr_mlp_lr.yaml")
+    assert make_sampler(spec, 0)._rng.rng.random() != make_sampler(spec, 1)._rng.rng.random()
