@@ -238,3 +238,22 @@ def test_a_revocation_in_another_runs_folder_still_counts(tmp_path):
                  for p in roadmap.phases for d in p.decisions}
     status = roadmap_status(roadmap, [first, second], decisions=decisions)
     assert gate(status, 1, "GO").state == "incomplete" and status.current_phase == 1
+
+
+def test_every_written_decision_file_validates_on_both_profiles():
+    from reflect.ablation.spec import load_ablation
+    from reflect.sweep import load_sweep
+
+    roadmap = load_roadmap()
+    written = [d for p in roadmap.phases for d in p.decisions if not d.planned]
+    assert len(written) >= 8
+    for d in written:
+        if d.is_sweep:
+            load_sweep(d.file)
+            continue
+        for profile in ("quick", "full"):
+            ablation = load_ablation(d.file, profile=profile)
+            assert len(ablation.citations) >= 2 and ablation.expected.source, d.id
+            assert ablation.design.sequential and ablation.design.looks == (3, 5, 8), d.id
+        if d.expected_db is not None:
+            assert ablation.expected.gain_db == d.expected_db, d.id
