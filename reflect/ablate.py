@@ -34,6 +34,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--storage", help="Optuna storage: a journal file path or a database URL "
                                      "(default: runs/<ablation>/optuna.journal)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study")
+    p.add_argument("--gpus", help="GPUs for the local workers, e.g. 0,1,2,3 (worker i gets GPU i mod N)")
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
     p.add_argument("--dry-run", action="store_true", help="validate everything and print the trial plan; train nothing")
@@ -210,7 +211,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from reflect.reports.console import print_outcome
 
         opts = RunOptions(path=args.file, overrides=tuple(args.overrides), seeds=parse_seeds(args.seeds),
-                          profile=args.profile, storage=args.storage, runs_dir=args.runs_dir)
+                          profile=args.profile, storage=args.storage, runs_dir=args.runs_dir,
+                          gpus=tuple(g for g in args.gpus.split(",") if g) if args.gpus else None)
         ablation = opts.load()
         store = store_for(ablation, args.runs_dir)
         if args.dry_run:

@@ -29,7 +29,7 @@ from reflect.ablation.plan import PlannedTrial, plan_trials
 from reflect.ablation.spec import Ablation, load_ablation
 from reflect.config import TrainConfig
 from reflect.ablation.store import COMPLETE, FAILED, PRUNED, RUNNING, ResultsStore, TrialRecord
-from reflect.ablation.study import KEY_ATTR, has_waiting, mark_failed, open_storage, open_study
+from reflect.ablation.study import KEY_ATTR, describe_study, has_waiting, mark_failed, open_storage, open_study
 from reflect.config_loading import to_plain_dict
 from reflect.analysis.windows import windowed
 
@@ -45,6 +45,8 @@ class RunOptions:
     storage: Optional[str] = None
     runs_dir: str = "runs"
     threads: Optional[int] = None
+    gpus: Optional[tuple[str, ...]] = None  # local workers take these devices in turn (--gpus 0,1)
+    gpu: Optional[str] = None  # the device of one worker process
 
     def load(self) -> Ablation:
         return load_ablation(self.path, self.overrides, self.seeds, self.profile)
@@ -347,6 +349,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None
 
 def _worker_entry(opts: RunOptions) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
+    if opts.gpu is not None:  # before anything initialises CUDA: this worker sees only its GPU (as cuda:0)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
     worker_loop(opts)
 
 
@@ -369,6 +373,10 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
     store = store_for(ablation, opts.runs_dir)
     study = open_study(ablation.name, open_storage(opts.storage, store.root / "optuna.journal"),
                        "maximize" if ablation.metric.mode == "max" else "minimize")
+    check_plan(ablation, study, store, known)
+    describe_study(study, ablation.metric.name, {"question": ablation.question, "phase": ablation.phase,
+                                                 "arms": list(ablation.arms), "baseline": ablation.baseline,
+                                                 "design": ablation.design.describe()})
     attempted: set[str] = set()
     if retry_failed:
         failed = [p for p in full_plan if (rec := store.get(p.key)) is not None and rec.status in (FAILED, PRUNED)]
@@ -389,15 +397,51 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
     return ablation
 
 
+PLAN_ATTR = "reflect_plan"
+
+
+def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, known: set[str]) -> None:
+    """Several machines on one study must run one plan: refuse to start while another plan has live trials.
+
+    The plan is the hash of every trial key the design may run (arms, seeds, overrides, data); it is kept in the
+    study's user attributes. A different plan with no live trial (an earlier run of a changed file) is adopted,
+    and its queued trials are failed off by ``sync_queue`` as before.
+    """
+    import hashlib
+
+    from reflect.config_loading import ConfigError
+
+    plan_id = hashlib.sha256("\n".join(sorted(known)).encode()).hexdigest()[:16]
+    previous = study.user_attrs.get(PLAN_ATTR)
+    if previous and previous != plan_id:
+        live = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            key = t.user_attrs.get(KEY_ATTR)
+            rec = store.get(key) if key else None
+            if key not in known and rec is not None and rec.status == RUNNING and not rec.is_stale():
+                live.append(key)
+        if live:
+            raise ConfigError("--storage", f"study {ablation.name!r} is running another plan of this ablation "
+                              f"(plan {previous}, live trials: {', '.join(sorted(live)[:3])}); this machine's plan "
+                              f"is {plan_id}: start every machine with the same file, overrides and --seeds (and "
+                              "the same data), or use another --storage")
+    if previous != plan_id:
+        study.set_user_attr(PLAN_ATTR, plan_id)
+
+
 def _run_workers(opts: RunOptions, workers: int) -> None:
     """Drain the queue with ``workers`` processes (1 = in this process)."""
     if workers <= 1:
+        if opts.gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpus[0])
         worker_loop(opts)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(RunOptions(**{**opts.__dict__, "threads": threads}),))
-             for _ in range(workers)]
+    gpus = list(opts.gpus or ())
+    procs = [ctx.Process(target=_worker_entry, args=(RunOptions(**{**opts.__dict__, "threads": threads,
+                                                                    "gpu": gpus[i % len(gpus)] if gpus else None}),))
+             for i in range(workers)]
     for proc in procs:
         proc.start()
     for proc in procs:

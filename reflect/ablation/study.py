@@ -23,10 +23,21 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 KEY_ATTR = "reflect_key"
 
 
+def database_url(url: str) -> str:
+    """``postgresql://`` names psycopg2 in SQLAlchemy; Reflect installs psycopg 3 (the ``postgres`` extra), so a
+    bare PostgreSQL URL is pointed at it when psycopg2 is absent."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
 def open_storage(url: Optional[str], default_journal: Path) -> BaseStorage | str:
     """None → the journal file under runs/; ``*.journal``/``*.log`` paths → a journal; else a database URL."""
     if url is not None and "://" in url:
-        return url  # a database URL: optuna opens it (open_study turns failures into a clear error)
+        return database_url(url)  # a database URL: optuna opens it (open_study turns failures into a clear error)
     path = default_journal if url is None else Path(url)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +57,18 @@ def open_study(name: str, storage: BaseStorage | str, direction: str) -> optuna.
         raise ConfigError("--storage", f"cannot open Optuna storage {where!r} ({type(exc).__name__}: {exc}); "
                           "expected a journal file path or a reachable SQLAlchemy URL such as "
                           "postgresql://user@host/db (its driver installed)") from None
+
+
+def describe_study(study: optuna.Study, metric: str, attrs: dict) -> None:
+    """Metric name and the ablation's question, phase and arms on the study, for optuna-dashboard."""
+    try:
+        if study.metric_names != [metric]:
+            study.set_metric_names([metric])
+        for key, value in attrs.items():
+            if study.user_attrs.get(key) != value:
+                study.set_user_attr(key, value)
+    except Exception:  # noqa: BLE001 - dashboard labels must never stop a run
+        pass
 
 
 def has_waiting(study: optuna.Study) -> bool:

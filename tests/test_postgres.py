@@ -1,0 +1,105 @@
+"""Several workers on one study in a real PostgreSQL (Debian's postgresql: initdb + pg_ctl in a temp dir).
+
+Skipped, with the reason, only where the server binaries are missing; in CI (`.ci/run` installs them) a
+missing server is an error.
+"""
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+
+from reflect.ablation.study import KEY_ATTR, database_url
+
+from conftest import TINY
+
+BINDIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+BINDIR = Path(BINDIRS[-1]) if BINDIRS else None
+if BINDIR is None and os.environ.get("CI"):
+    raise RuntimeError("CI must install Debian's postgresql (see .ci/run)")
+pytestmark = pytest.mark.skipif(BINDIR is None, reason="needs PostgreSQL server binaries (apt-get install postgresql)")
+
+ABLATION = """
+name: pg_abl
+phase: 2
+question: Do two workers on one PostgreSQL study run every trial once?
+citations: ["Optuna RDBStorage", "PostgreSQL 15"]
+base: quick
+arms:
+  concat: {model.decoder.expr_conditioning: concat}
+  film: {model.decoder.expr_conditioning: film}
+baseline: concat
+seeds: 3
+metric: {name: val/psnr, mode: max, window: 2}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway server on a free port; as root, it runs as the `postgres` user (initdb refuses root)."""
+    data = Path(tempfile.mkdtemp(prefix="reflect-pg-"))
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    run(str(BINDIR / "initdb"), "-D", str(data / "db"), "-U", "reflect", "--auth=trust")
+    run(str(BINDIR / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
+        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1")
+    try:
+        run(str(BINDIR / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "reflect", "reflect")
+        yield f"postgresql://reflect@127.0.0.1:{port}/reflect"
+    finally:
+        subprocess.run([*as_user, str(BINDIR / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_bare_postgres_urls_use_psycopg3():
+    assert database_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+    assert database_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_two_workers_on_postgres_run_every_trial_once(tmp_path, postgres_url):
+    path = tmp_path / "pg_abl.yaml"
+    path.write_text(ABLATION)
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reflect.ablate", str(path), "--storage", postgres_url, "--workers", "2", *TINY,
+           "--runs-dir", str(runs), "--reports-dir", str(tmp_path / "reports")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="pg_abl", storage=database_url(postgres_url))
+    done = [t.user_attrs[KEY_ATTR] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 6 and len(set(done)) == 6  # every (arm, seed) exactly once
+    assert study.metric_names == ["val/psnr"] and study.user_attrs["question"].startswith("Do two workers")
+    records = [json.loads(p.read_text()) for p in (runs / "pg_abl" / "trials").glob("*.json")]
+    assert sorted((r["arm"], r["seed"]) for r in records) == sorted((a, s) for a in ("concat", "film") for s in range(3))
+    assert len({r["pid"] for r in records}) == 2  # both workers trained
+    summary = json.loads((tmp_path / "reports" / "pg_abl" / "summary.json").read_text())
+    assert summary["arms"]["film"]["n"] == 3 and summary["arms"]["concat"]["n"] == 3
+
+    # another machine starts the same ablation with another plan (other overrides: other trial keys) while a
+    # trial of this plan is live: it is refused with a clear message, not allowed to fail our trials
+    record_path = next((runs / "pg_abl" / "trials").glob("film-s0-*.json"))
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "status": "running", "pid": os.getpid(),
+                                       "host": socket.gethostname()}))
+    live = study.ask()  # a RUNNING trial of this plan in the database
+    live.set_user_attr(KEY_ATTR, record_path.stem)
+    other = subprocess.run([*cmd, "trainer.max_steps=8"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert other.returncode == 2 and "running another plan" in other.stderr
+    assert study.trials[live.number].state == optuna.trial.TrialState.RUNNING  # untouched
