@@ -61,9 +61,13 @@ def open_study(name: str, storage: BaseStorage | str, direction: str) -> optuna.
 
 def describe_study(study: optuna.Study, metric: str, attrs: dict) -> None:
     """Metric name and the ablation's question, phase and arms on the study, for optuna-dashboard."""
+    import warnings
+
     try:
         if study.metric_names != [metric]:
-            study.set_metric_names([metric])
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use; not the user's concern
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([metric])
         for key, value in attrs.items():
             if study.user_attrs.get(key) != value:
                 study.set_user_attr(key, value)
