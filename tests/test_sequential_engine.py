@@ -87,3 +87,23 @@ def test_failed_trials_count_and_are_retried_only_when_asked(tmp_path, fake_trai
     assert sorted(s for a, s in calls if a == "film") == list(range(8))
     assert all(r.status == "complete" for r in store.records())
     assert len(list((store.trials_dir / "retried").glob("*.json"))) == 8  # the failures are kept, not deleted
+
+
+def test_a_failed_trial_mid_design_is_not_retried_by_a_rerun(tmp_path, fake_training):
+    """A rerun while film is still undecided must not quietly retrain its failed seed (that would change a look
+    already taken); only --retry-failed does."""
+    train, calls = fake_training
+    opts = RunOptions(path=str(write(tmp_path)), overrides=tuple(TINY), runs_dir=str(tmp_path / "runs"),
+                      seeds=None)
+    ablation = run_ablation(opts)
+    store = store_for(ablation, opts.runs_dir)
+    for r in list(store.records()):  # back to before the last look: seeds 5-7 not run yet
+        if r.seed >= 5:
+            store.record_path(r.key).unlink()
+    rec = next(r for r in store.records() if r.arm == "film" and r.seed == 1)
+    rec.status, rec.failure_reason = "failed", "planted"
+    store.write(rec)
+    calls.clear()
+    run_ablation(opts)
+    assert ("film", 5) in calls and ("concat", 7) in calls  # the last look still runs
+    assert ("film", 1) not in calls  # the failure stands

@@ -387,8 +387,8 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
     with display or _null():
         while True:
             wanted = analyze(ablation, store.records()).trials_to_run()
-            batch = [by_arm_seed[(arm, seed)] for arm, seeds in wanted.items() for seed in seeds
-                     if by_arm_seed[(arm, seed)].key not in attempted and not store.complete(by_arm_seed[(arm, seed)].key)]
+            batch = [p for p in (by_arm_seed[(arm, seed)] for arm, seeds in wanted.items() for seed in seeds)
+                     if p.key not in attempted and not _finished(store, p.key)]
             if not batch:
                 break
             attempted.update(p.key for p in batch)
@@ -427,6 +427,12 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
                               "the same data), or use another --storage")
     if previous != plan_id:
         study.set_user_attr(PLAN_ATTR, plan_id)
+
+
+def _finished(store: ResultsStore, key: str) -> bool:
+    """Complete, or failed/pruned: a failed trial is not silently retried (``--retry-failed`` does that)."""
+    rec = store.get(key)
+    return rec is not None and rec.status in (COMPLETE, FAILED, PRUNED)
 
 
 def _run_workers(opts: RunOptions, workers: int) -> None:
