@@ -58,6 +58,7 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
     lines = [
         f"# Ablation `{summary['ablation']}` (phase {summary['phase']})", "",
         f"**Question.** {summary['question']}", "",
+        f"**Data:** {summary.get('data', 'unknown')}.", "",
         f"Metric: `{m['name']}` ({m['mode']}), mean of the last {m['window']} evaluations per trial; baseline arm "
         f"`{summary['baseline']}`; margin {d['margin']:g} {unit}; error {d['alpha_per_side']:g} per side "
         f"({d['confidence']:.0%}) over all looks and arms (Holm). Design: {design['description']}; "

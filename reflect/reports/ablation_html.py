@@ -43,6 +43,7 @@ def render_html(summary: dict[str, Any], records: list[TrialRecord]) -> str:
     m, d, design = summary["metric"], summary["decision"], summary["design"]
     body = [f"<h1>Ablation <code>{esc(summary['ablation'])}</code> (phase {summary['phase']})</h1>",
             f"<p><b>Question.</b> {esc(summary['question'])}</p>",
+            f"<p><b>Data:</b> {esc(summary.get('data', 'unknown'))}.</p>",
             f"<p>Metric <code>{esc(m['name'])}</code> ({esc(m['mode'])}), mean of the last {m['window']} evaluations "
             f"per trial; baseline <code>{esc(summary['baseline'])}</code>; margin {d['margin']:g} {esc(m['unit'])}; "
             f"α = {d['alpha_per_side']:g} per side over all looks and arms (Holm). {esc(design['description'])}; "

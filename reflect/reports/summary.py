@@ -92,6 +92,16 @@ def other_metrics(ablation: Ablation, complete: list[TrialRecord], arm: str, see
     return out
 
 
+def _data_description(ablation: Ablation) -> str:
+    """What the trials trained on, in words (a synthetic-head report must never read like a face capture's)."""
+    cfg = ablation.arms[ablation.baseline].config
+    if cfg.data.root is None and not cfg.data.sessions:
+        return (f"the embedded synthetic head ({cfg.profile} profile, {cfg.data.synthetic.image_size} px), "
+                "not a face capture")
+    roots = [cfg.data.root] if cfg.data.root else [s.root for s in cfg.data.sessions]
+    return f"capture {', '.join(map(str, roots))} ({cfg.profile} profile)"
+
+
 def _code_version(record: TrialRecord) -> str:
     dirty = " (dirty)" if record.provenance.get("git_dirty") else ""
     return f"{record.provenance.get('git_commit')}{dirty}"
@@ -123,6 +133,7 @@ def build_summary(ablation: Ablation, analysis: AblationAnalysis, records: list[
         "spread": asdict(analysis.spread),
         "expected": {"gain_db": ablation.expected.gain_db, "source": ablation.expected.source},
         "seeds": ablation.seeds, "overrides": list(ablation.overrides), "arms": arms,
+        "data": _data_description(ablation),
         "notes": analysis.notes,
         "exclusions": [asdict(e) for e in analysis.exclusions],
         "protocol": next((r.protocol for r in sorted(complete, key=lambda r: (r.arm != ablation.baseline, r.seed))),
