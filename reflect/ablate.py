@@ -34,7 +34,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--storage", help="Optuna storage: a journal file path or a database URL "
                                      "(default: runs/<ablation>/optuna.journal)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study")
-    p.add_argument("--gpus", help="GPUs for the local workers, e.g. 0,1,2,3 (worker i gets GPU i mod N)")
+    p.add_argument("--gpus", help="GPUs for the local workers, e.g. 0,1,2,3 (worker i gets GPU i mod N; physical "
+                                  "indices: they replace CUDA_VISIBLE_DEVICES)")
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
     p.add_argument("--reports-dir", default="reports", help="where reports go (default: reports)")
     p.add_argument("--dry-run", action="store_true", help="validate everything and print the trial plan; train nothing")
@@ -229,6 +230,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.workers < 1:
             console.print("[red]--workers must be >= 1[/]")
             return 2
+        if opts.gpus and len(opts.gpus) > args.workers:
+            console.print(f"[yellow]--gpus lists {len(opts.gpus)} GPUs for {args.workers} worker(s): GPUs "
+                          f"{', '.join(opts.gpus[args.workers:])} stay idle (use --workers {len(opts.gpus)})[/]")
         live = Live(LiveStatus(ablation, store), console=console, refresh_per_second=2, transient=False)
         run_ablation(opts, workers=args.workers, display=live, retry_failed=args.retry_failed)
         summary = write_ablation_report(ablation, store, args.reports_dir)

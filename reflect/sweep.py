@@ -118,11 +118,12 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSp
     return spec, (base, layers, base_cfg)
 
 
-def make_sampler(spec: SweepSpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: SweepSpec, worker_index: int = 0, resumed_trials: int = 0) -> optuna.samplers.BaseSampler:
     """The sweep's sampler for one worker: each worker's stream is seeded apart (``seed + worker_index``), or two
-    workers with one seed would suggest the same values in pairs."""
+    workers with one seed would suggest the same values in pairs; a restart on a study that already has trials
+    starts a new stream (else it would repeat its first suggestions, each a cached result)."""
     s = spec.sampler
-    seed = None if s.seed is None else s.seed + worker_index
+    seed = None if s.seed is None else s.seed + worker_index + 1009 * resumed_trials
     if s.name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if s.name == "random":
@@ -199,6 +200,8 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
         study_name=spec.name, storage=open_storage(storage_url, store.root / "optuna.journal"),
         direction="maximize" if spec.metric.mode == "max" else "minimize", sampler=make_sampler(spec, worker_index),
         pruner=make_pruner(spec), load_if_exists=True)
+    if study.trials and spec.sampler.name != "grid":
+        study.sampler = make_sampler(spec, worker_index, len(study.trials))
 
     def objective(trial: optuna.Trial) -> float:
         params = {k: suggest(trial, k, p) for k, p in spec.space.items()}
@@ -212,7 +215,7 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             done = next((r for r in same if r.status == COMPLETE), None)
             if done is not None:  # the same configuration already finished (e.g. before a restart)
                 return float(done.windowed_metric)
-            live = next((r for r in same if r.status == RUNNING and not r.is_stale()), None)
+            live = next((r for r in same if r.status == RUNNING and not r.is_stale() and not _ours(r)), None)
             if live is not None:  # another worker is training this very configuration: never twice
                 raise optuna.TrialPruned(f"duplicate of {live.arm}, which another worker is training")
             store.write(TrialRecord(study=spec.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
@@ -225,12 +228,20 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             raise RuntimeError(record.failure_reason)  # Optuna records FAIL and goes on with the next trial
         return float(record.windowed_metric)
 
-    budget_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    # failed trials count too: a sweep whose every trial fails (a bad data path) must stop, not loop
+    budget_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     if len(study.get_trials(deepcopy=False, states=budget_states)) < n_trials:
         # MaxTrialsCallback stops this worker once the study holds n_trials counting the other workers' running
         # ones, so N workers never overshoot the sweep's budget (a per-worker n_trials would).
-        study.optimize(objective, catch=(RuntimeError,),
+        study.optimize(objective, n_trials=n_trials, catch=(RuntimeError,),
                        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=budget_states)])
+
+
+def _ours(record) -> bool:
+    """A RUNNING record with this process's pid on this host: a reused pid after a restart, not a live worker."""
+    import socket
+
+    return record.pid == os.getpid() and record.host == socket.gethostname()
 
 
 def export_wandb(spec: SweepSpec, base: str, out: Path) -> None:

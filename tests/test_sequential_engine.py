@@ -107,3 +107,39 @@ def test_a_failed_trial_mid_design_is_not_retried_by_a_rerun(tmp_path, fake_trai
     run_ablation(opts)
     assert ("film", 5) in calls and ("concat", 7) in calls  # the last look still runs
     assert ("film", 1) not in calls  # the failure stands
+
+
+def test_another_plan_is_adopted_when_idle_and_refused_while_live(tmp_path):
+    import subprocess
+    import socket
+
+    from reflect.ablation.runner import PLAN_ATTR, check_plan
+    from reflect.ablation.spec import load_ablation
+    from reflect.ablation.plan import plan_trials
+    from reflect.ablation.store import ResultsStore, TrialRecord
+    from reflect.ablation.study import KEY_ATTR, open_storage, open_study
+    from reflect.config_loading import ConfigError
+
+    ablation = load_ablation(write(tmp_path), overrides=tuple(TINY))
+    store = ResultsStore(tmp_path / "runs" / "engine")
+    study = open_study("engine", open_storage(None, store.root / "optuna.journal"), "maximize")
+    known = {p.key for p in plan_trials(ablation)}
+    study.set_user_attr(PLAN_ATTR, "an-earlier-plan")
+    check_plan(ablation, study, store, known)  # nothing live: the file changed, the new plan is adopted
+    mine = study.user_attrs[PLAN_ATTR]
+    assert mine != "an-earlier-plan"
+
+    study.set_user_attr(PLAN_ATTR, "another-machines-plan")
+    sleeper = subprocess.Popen(["sleep", "60"])  # a live worker of the other plan, on this host
+    try:
+        trial = study.ask()
+        trial.set_user_attr(KEY_ATTR, "film-s0-elsewhere")
+        store.write(TrialRecord(study="engine", arm="film", seed=0, config_hash="elsewhere", status="running",
+                                pid=sleeper.pid, host=socket.gethostname()))
+        with pytest.raises(ConfigError, match="running another plan"):
+            check_plan(ablation, study, store, known)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    check_plan(ablation, study, store, known)  # its worker is gone: adopted
+    assert study.user_attrs[PLAN_ATTR] == mine

@@ -401,7 +401,8 @@ PLAN_ATTR = "reflect_plan"
 
 
 def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, known: set[str]) -> None:
-    """Several machines on one study must run one plan: refuse to start while another plan has live trials.
+    """Several machines on one study must run one plan: refuse to start while a study recorded with another plan
+    has live trials.
 
     The plan is the hash of every trial key the design may run (arms, seeds, overrides, data); it is kept in the
     study's user attributes. A different plan with no live trial (an earlier run of a changed file) is adopted,
@@ -414,11 +415,12 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
     plan_id = hashlib.sha256("\n".join(sorted(known)).encode()).hexdigest()[:16]
     previous = study.user_attrs.get(PLAN_ATTR)
     if previous and previous != plan_id:
-        live = []
+        live = []  # any live trial: plans may overlap (other seeds), so its key alone cannot tell whose it is
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             key = t.user_attrs.get(KEY_ATTR)
             rec = store.get(key) if key else None
-            if key not in known and rec is not None and rec.status == RUNNING and not rec.is_stale():
+            ours = rec is not None and rec.pid == os.getpid() and rec.host == socket.gethostname()  # a reused pid
+            if rec is not None and rec.status == RUNNING and not rec.is_stale() and not ours:
                 live.append(key)
         if live:
             raise ConfigError("--storage", f"study {ablation.name!r} is running another plan of this ablation "

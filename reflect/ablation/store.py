@@ -102,10 +102,19 @@ def atomic_write_json(path: Path, data: Any) -> None:
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once, at import: os.umask is process-wide, so probing it while a heartbeat thread writes could leave a
+# file the training thread creates world-writable.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _json_default(obj: Any) -> Any:

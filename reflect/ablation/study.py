@@ -26,7 +26,9 @@ KEY_ATTR = "reflect_key"
 def database_url(url: str) -> str:
     """``postgresql://`` names psycopg2 in SQLAlchemy; Reflect installs psycopg 3 (the ``postgres`` extra), so a
     bare PostgreSQL URL is pointed at it when psycopg2 is absent."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if url.startswith("postgres://"):  # a common spelling SQLAlchemy does not know
+        url = "postgresql://" + url.split("://", 1)[1]
+    if url.startswith("postgresql://"):
         try:
             import psycopg2  # noqa: F401
         except ImportError:
