@@ -40,6 +40,11 @@ def summarize(ablation: Ablation, records: list[TrialRecord], prior: Spread | No
     return build_summary(ablation, analyze(ablation, records, prior), records)
 
 
+LITERATURE_WORDS = {"consistent": "**consistent** with the literature (its gain lies in the interval)",
+                    "below": "**below** the literature's gain (the whole interval is under it)",
+                    "above": "**above** the literature's gain (the whole interval is over it)"}
+
+
 def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
     if value is None:
         return "—"
@@ -117,7 +122,7 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
             lit = a.get("literature")
             if lit:
                 lines.append(f"- `{n}`: measured {lit['measured']:+.2f} dB, interval [{lit['interval'][0]:+.2f}, "
-                             f"{lit['interval'][1]:+.2f}]: **{lit['outcome']}** with the literature.")
+                             f"{lit['interval'][1]:+.2f}]: {LITERATURE_WORDS[lit['outcome']]}.")
     for n, a in summary["arms"].items():
         for note in a["notes"]:
             lines.append(f"- `{n}`: {note}")
