@@ -110,8 +110,22 @@ def _find_store(name: str, runs_dirs: Sequence[str | Path]) -> Optional[ResultsS
     return None
 
 
-def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> DecisionStatus:
-    """The state of one decision: its file's analysis from the store, and a forecast of what is left."""
+def decision_status(decision: Decision, runs_dirs: Sequence[str | Path],
+                    fleet_seconds: Optional[dict[str, float]] = None) -> DecisionStatus:
+    """The state of one decision: its file's analysis from the store, and a forecast of what is left.
+
+    Args:
+        decision: the roadmap decision.
+        runs_dirs: where its study's store may be.
+        fleet_seconds: device → mean trial seconds over the fleet, the cost estimate while the decision's own
+            study has measured none (labelled as such in the forecast's basis).
+    """
+    def cost(records) -> tuple[dict[str, float], str]:
+        own = _trial_seconds(records)
+        if own or not fleet_seconds:
+            return own, ""
+        return dict(fleet_seconds), " (trial cost: the fleet's mean, none measured for this decision yet)"
+
     kind = "sweep" if decision.is_sweep else "ablation"
     rel = f"{decision.file.parent.name}/{decision.file.name}"
     if decision.planned:
@@ -129,7 +143,8 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> Deci
         return DecisionStatus(decision.id, decision.claim, rel, kind,
                               "settled" if settled else ("not run" if not records else "running"), settled,
                               detail=f"{done}/{spec.n_trials} sweep trials",
-                              forecast=None if settled else Forecast(left, _trial_seconds(records), "sweep trials left"))
+                              forecast=None if settled else Forecast(left, cost(records)[0],
+                                                                     "sweep trials left" + cost(records)[1]))
     from reflect.ablation.spec import load_ablation
     from reflect.analysis.verdicts import analyze
 
@@ -137,7 +152,7 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> Deci
     store = _find_store(ablation.name, runs_dirs)
     records = list(store.records()) if store else []
     analysis = analyze(ablation, records)
-    verdicts = {n: a.verdict for n, a in analysis.arms.items() if not a.is_baseline}
+    verdicts = {n: a.verdict for n, a in analysis.arms.items() if not a.is_baseline} if records else {}
     if analysis.finished and records:
         return DecisionStatus(decision.id, decision.claim, rel, kind, "settled", True, verdicts,
                               detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken")
@@ -158,7 +173,7 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path]) -> Deci
     basis = "seeds each undecided arm's MDE asks for (at most max), baseline included"
     return DecisionStatus(decision.id, decision.claim, rel, kind, "running" if records else "not run", False, verdicts,
                           detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken",
-                          forecast=Forecast(left, _trial_seconds(records), basis))
+                          forecast=Forecast(left, cost(records)[0], basis + cost(records)[1]))
 
 
 def roadmap_status(roadmap: Roadmap, runs_dirs: Sequence[str | Path], groups: Optional[list[TrialGroup]] = None,
@@ -173,7 +188,8 @@ def roadmap_status(roadmap: Roadmap, runs_dirs: Sequence[str | Path], groups: Op
     """
     groups = load_fleet(runs_dirs) if groups is None else groups
     if decisions is None:
-        decisions = {d.id: decision_status(d, runs_dirs) for p in roadmap.phases for d in p.decisions}
+        fleet = _trial_seconds([r for g in groups for r in g.records])
+        decisions = {d.id: decision_status(d, runs_dirs, fleet) for p in roadmap.phases for d in p.decisions}
     ctx = GateContext(groups, read_signoffs(runs_dirs), latency_records(runs_dirs), decisions)
     phases = []
     for phase in roadmap.phases:
