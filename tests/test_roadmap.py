@@ -257,3 +257,30 @@ def test_every_written_decision_file_validates_on_both_profiles():
             assert ablation.design.sequential and ablation.design.looks == (3, 5, 8), d.id
         if d.expected_db is not None:
             assert ablation.expected.gain_db == d.expected_db, d.id
+
+
+def test_decision_status_reads_the_store_and_forecasts_from_measured_cost(tmp_path):
+    from reflect.ablation.plan import plan_trials
+    from reflect.ablation.spec import load_ablation
+    from reflect.roadmap.spec import Decision
+    from reflect.roadmap.status import decision_status
+
+    path = tmp_path / "film_vs_concat.yaml"
+    path.write_text((ROOT / "ablations" / "film_vs_concat.yaml").read_text())
+    decision = Decision("film_vs_concat", "claim", ("a", "b"), path)
+    fresh = decision_status(decision, [tmp_path / "runs"], {"cpu (2 cores)": 30.0})
+    assert fresh.state == "not run" and fresh.verdicts == {} and not fresh.settled
+    assert fresh.forecast.trials == 24 and fresh.forecast.trial_hours == {"cpu (2 cores)": pytest.approx(0.2)}
+
+    ablation = load_ablation(path)
+    store = ResultsStore(tmp_path / "runs" / ablation.name)
+    effects = {"concat": 0.0, "none": -2.0, "film": 0.02}
+    for p in plan_trials(ablation, seeds=[0, 1, 2]):
+        value = 30.0 + effects[p.arm] + 0.05 * ((p.seed * 7 + len(p.arm)) % 5)
+        store.write(TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
+                                status="complete", eval_history=[{"step": 50 * i, "val/psnr": value} for i in range(1, 13)],
+                                wall_time_s=40.0, provenance={"device": "cpu (2 cores)"}))
+    status = decision_status(decision, [tmp_path / "runs"])
+    assert status.state == "running" and status.verdicts["none"] == "worse" and status.verdicts["film"] == "inconclusive"
+    # film (undecided) and the baseline still need seeds; none is decided and needs none
+    assert 0 < status.forecast.trials <= 2 * 5 and status.forecast.trial_s == {"cpu (2 cores)": 40.0}
