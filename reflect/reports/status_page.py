@@ -118,9 +118,13 @@ def _ladder_figure(status: RoadmapStatus, roadmap: Roadmap) -> bytes:
             ax.axvspan(best.interval[0], best.interval[1], color="#b3261e", alpha=0.15, label="95% interval")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("val PSNR (dB)")
-    ax.legend(loc="lower right", fontsize=8)
+    if best.value is not None:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.set_title("Quality ladder (no trial in the fleet yet)")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title("Quality ladder and the fleet's best")
+    if best.value is not None:
+        ax.set_title("Quality ladder and the fleet's best")
     fig.tight_layout()
     return figure_png(fig)
 
