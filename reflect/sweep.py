@@ -215,7 +215,7 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             done = next((r for r in same if r.status == COMPLETE), None)
             if done is not None:  # the same configuration already finished (e.g. before a restart)
                 return float(done.windowed_metric)
-            live = next((r for r in same if r.status == RUNNING and not r.is_stale() and not _ours(r)), None)
+            live = next((r for r in same if r.status == RUNNING and not r.is_stale()), None)
             if live is not None:  # another worker is training this very configuration: never twice
                 raise optuna.TrialPruned(f"duplicate of {live.arm}, which another worker is training")
             store.write(TrialRecord(study=spec.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
@@ -228,20 +228,25 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             raise RuntimeError(record.failure_reason)  # Optuna records FAIL and goes on with the next trial
         return float(record.windowed_metric)
 
-    # failed trials count too: a sweep whose every trial fails (a bad data path) must stop, not loop
+    # Failed trials count too (a sweep whose every trial fails must stop), and running ones (other workers').
     budget_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-    if len(study.get_trials(deepcopy=False, states=budget_states)) < n_trials:
-        # MaxTrialsCallback stops this worker once the study holds n_trials counting the other workers' running
-        # ones, so N workers never overshoot the sweep's budget (a per-worker n_trials would).
-        study.optimize(objective, n_trials=n_trials, catch=(RuntimeError,),
-                       callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=budget_states)])
-
-
-def _ours(record) -> bool:
-    """A RUNNING record with this process's pid on this host: a reused pid after a restart, not a live worker."""
-    import socket
-
-    return record.pid == os.getpid() and record.host == socket.gethostname()
+    # Why not study.optimize + MaxTrialsCallback: its check runs after a trial and before the next ask, so two
+    # workers finishing together can both see n-1 and both ask (n+1 trials). Counting and asking under one lock
+    # makes the study-wide budget exact.
+    for _ in range(n_trials):
+        with file_lock(store.root / ".sweep-budget.lock"):
+            if len(study.get_trials(deepcopy=False, states=budget_states)) >= n_trials:
+                break
+            trial = study.ask()
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except RuntimeError as exc:  # a failed trial: recorded in the store, FAIL in the study; the others go on
+            trial.set_user_attr("reflect_failed_reason", str(exc))
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, value)
 
 
 def export_wandb(spec: SweepSpec, base: str, out: Path) -> None:

@@ -105,7 +105,8 @@ def test_go_interval_straddling_the_threshold_stays_undecided(tmp_path):
     assert metric.state == "undecided" and 0 < metric.probability < 1
     lo, hi = metric.interval
     assert lo < 31.0 < hi
-    assert metric.seeds_to_settle is None or metric.seeds_to_settle > 4
+    # mean 31.075 dB, sd 0.39 dB: a 0.075 dB gap to the threshold is not settled by any seed count up to 50
+    assert metric.seeds_to_settle is None
     # record the sign-off: the gate is then undecided on its metric alone (not passed, not failed)
     record_signoff(tmp_path, Signoff(1, "expression_tracking", "ana", "ok", now_iso(), "abc", ()))
     _, status = status_for(tmp_path)

@@ -95,9 +95,7 @@ def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore
                     queued = True
                 elif t.state == TrialState.RUNNING:
                     rec = store.get(p.key)
-                    # our own pid cannot be running it (we are here): a reused pid after a restart
-                    alive = rec is not None and rec.status == RUNNING and not rec.is_stale()
-                    if alive and not (rec.pid == os.getpid() and rec.host == socket.gethostname()):
+                    if rec is not None and rec.status == RUNNING and not rec.is_stale():
                         queued = True  # a live worker is on it
                     else:
                         mark_failed(study, t.number, "worker died (stale); re-enqueued")
@@ -419,8 +417,7 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             key = t.user_attrs.get(KEY_ATTR)
             rec = store.get(key) if key else None
-            ours = rec is not None and rec.pid == os.getpid() and rec.host == socket.gethostname()  # a reused pid
-            if rec is not None and rec.status == RUNNING and not rec.is_stale() and not ours:
+            if rec is not None and rec.status == RUNNING and not rec.is_stale():
                 live.append(key)
         if live:
             raise ConfigError("--storage", f"study {ablation.name!r} is running another plan of this ablation "

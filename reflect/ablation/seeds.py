@@ -30,10 +30,6 @@ class SeedDesign:
     def max_seeds(self) -> int:
         return self.looks[-1]
 
-    def seeds_at(self, look_index: int) -> tuple[int, ...]:
-        """The seeds a look uses (the first ``looks[look_index]`` of the plan)."""
-        return self.seeds[: self.looks[look_index]]
-
     def describe(self) -> str:
         if not self.sequential:
             return f"fixed design: {self.max_seeds} seeds"

@@ -61,12 +61,23 @@ class TrialRecord:
         return trial_key(self.arm, self.seed, self.config_hash)
 
     def is_stale(self, now: Optional[float] = None) -> bool:
-        """A running record whose process is gone (same host: pid check; elsewhere: heartbeat age)."""
+        """A running record whose process is gone (same host: pid check; elsewhere: heartbeat age).
+
+        A record naming this very process is stale too: whoever asks is not running that trial, so it is a pid
+        reused after a restart (containers hand out the same pids), never a live worker.
+        """
         if self.status != RUNNING:
             return False
         if self.host == socket.gethostname():
-            return not _pid_alive(self.pid)
+            return self.pid == os.getpid() or not _pid_alive(self.pid)
         return (now or time.time()) - self.updated_at > STALE_AFTER_S
+
+    @property
+    def code_version(self) -> Optional[str]:
+        """The commit the trial ran on (" (dirty)" with uncommitted changes), or None without provenance."""
+        if not self.provenance:
+            return None
+        return f"{self.provenance.get('git_commit')}{' (dirty)' if self.provenance.get('git_dirty') else ''}"
 
 
 def trial_key(arm: str, seed: int, config_hash: str) -> str:

@@ -17,7 +17,6 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import stats as sps
 
-VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 FAMILIES = ("better", "worse", "equivalent")
 
 

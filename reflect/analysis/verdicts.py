@@ -143,12 +143,6 @@ class AblationAnalysis:
         return out
 
 
-def _code_version(record: TrialRecord) -> Optional[str]:
-    if not record.provenance:
-        return None
-    return f"{record.provenance.get('git_commit')}{' (dirty)' if record.provenance.get('git_dirty') else ''}"
-
-
 def _mean_ci(values: list[float], confidence: float) -> tuple[Optional[float], Optional[tuple[float, float]]]:
     if not values:
         return None, None
@@ -227,7 +221,7 @@ def analyze(ablation: Ablation, records: Iterable[TrialRecord], prior_spread: Op
                      f"continue to {looks[looks_taken]} seeds")
 
     for name in ablation.arms:
-        _fill_arm(ablation, arms[name], gathered.arms, sign, margin, alpha, m, looks_taken, notes)
+        _fill_arm(ablation, arms[name], gathered.arms, sign, margin, alpha, m, looks_taken)
     spread = estimate_spread(ablation, gathered.arms, sign, prior_spread)
     first_levels = boundaries(looks, alpha / m)
     for name in others:
@@ -250,13 +244,13 @@ def analyze(ablation: Ablation, records: Iterable[TrialRecord], prior_spread: Op
 
 
 def _fill_arm(ablation: Ablation, arm: ArmAnalysis, gathered: dict[str, ArmRecords], sign: float, margin: float,
-              alpha: float, m: int, looks_taken: int, notes: list[str]) -> None:
+              alpha: float, m: int, looks_taken: int) -> None:
     """Means, the interval matching the verdict, failures, design-left seeds, literature, trend, frames, trials."""
     records, base = gathered[arm.name], gathered[ablation.baseline]
     conf = ablation.decision.confidence
     # the value each trial contributes under today's window (excluded trials: their stored one, for reference)
     arm.trials = [TrialRef(r.key, s, r.status, records.values.get(s, r.windowed_metric), r.failure_reason,
-                           r.wandb_error, _code_version(r)) for s, r in sorted(records.records.items())]
+                           r.wandb_error, r.code_version) for s, r in sorted(records.records.items())]
     if arm.is_baseline:
         arm.mean, arm.ci = _mean_ci(list(arm.values.values()), conf)
         arm.verdict, arm.delta = "baseline", 0.0

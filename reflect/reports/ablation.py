@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from reflect.ablation.spec import Ablation
-from reflect.ablation.store import COMPLETE, ResultsStore, TrialRecord, atomic_write_json
+from reflect.ablation.store import ResultsStore, TrialRecord, atomic_write_json
 from reflect.analysis.inputs import current_records, spread_from_other_studies
 from reflect.analysis.verdicts import Spread, analyze
 from reflect.reports.ablation_html import render_html
+from reflect.reports.figures import report_figures
 from reflect.reports.summary import build_summary
+from reflect.reports.text import compared_arms, number, p_value
 from reflect.reports.wandb_report import write_report_definition
-
-
-def used_records(ablation: Ablation, records: list[TrialRecord]) -> list[TrialRecord]:
-    """The records of the current plan (older runs are kept in the store but never mixed into a report)."""
-    return current_records(ablation, records)
 
 
 def prior_spread(ablation: Ablation, store: ResultsStore) -> Spread | None:
@@ -43,16 +40,6 @@ def summarize(ablation: Ablation, records: list[TrialRecord], prior: Spread | No
 LITERATURE_WORDS = {"consistent": "**consistent** with the literature (its gain lies in the interval)",
                     "below": "**below** the literature's gain (the whole interval is under it)",
                     "above": "**above** the literature's gain (the whole interval is over it)"}
-
-
-def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    return "<1e-6" if value < 1e-6 else f"{value:.2g}"
 
 
 def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
@@ -83,14 +70,14 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
     ]
     for name, a in summary["arms"].items():
         if a["verdict"] == "baseline":
-            lines.append(f"| `{name}` | {a['n']} | {_fmt(a['mean'], digits)} | — | — | baseline | — | — | "
+            lines.append(f"| `{name}` | {a['n']} | {number(a['mean'], digits)} | — | — | baseline | — | — | "
                          f"{a['failures']['failed'] if a['failures'] else 0} | {a['parameter_counts'].get('total', '—')} |")
             continue
         ci = a["delta_ci"]
-        interval = "—" if not ci else (f"[{_fmt(ci[0], digits, True)}, {_fmt(ci[1], digits, True)}] "
+        interval = "—" if not ci else (f"[{number(ci[0], digits, True)}, {number(ci[1], digits, True)}] "
                                        f"({a['interval_confidence']:.1%})")
         tests = a["p_values"]
-        pv = " / ".join(_p(tests[f]["p"]) for f in ("better", "worse", "equivalent")) if tests else "—"
+        pv = " / ".join(p_value(tests[f]["p"]) for f in ("better", "worse", "equivalent")) if tests else "—"
         if tests:
             pv += f" ({tests['better']['level']:.2g})"
         mde = a["mde"][-1]["mde"] if a["mde"] else None
@@ -100,21 +87,21 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
         if a["underpowered"]:
             verdict += "; **underpowered**"
         fails = a["failures"]
-        lines.append(f"| `{name}` | {a['n']} | {_fmt(a['mean'], digits)} | {_fmt(a['delta_db'], digits, True)} | "
-                     f"{interval} | {verdict} | {pv} | {_fmt(mde, digits)} | "
+        lines.append(f"| `{name}` | {a['n']} | {number(a['mean'], digits)} | {number(a['delta_db'], digits, True)} | "
+                     f"{interval} | {verdict} | {pv} | {number(mde, digits)} | "
                      f"{fails['failed']}/{fails['finished']} (baseline {fails['baseline_failed']}) | "
                      f"{a['parameter_counts'].get('total', '—')} |")
     spread = summary["spread"]
-    lines += ["", f"Paired spread σ_d for power: {_fmt(spread['sd'], 3)} {unit} ({spread['source']}). "
+    lines += ["", f"Paired spread σ_d for power: {number(spread['sd'], 3)} {unit} ({spread['source']}). "
               "The p-values are each look's nominal one-sided p; a verdict is taken when one is at or below its "
               "level (the group-sequential boundary at the arm's Holm weight); the interval is at the same level."]
-    arms = [(n, a) for n, a in summary["arms"].items() if a["verdict"] != "baseline"]
+    arms = compared_arms(summary)
     if any(a["mde"] for _, a in arms):
         looks = design["looks"]
         lines += ["", "**Minimum detectable effect** (80% power, at each look's level):", "",
                   "| arm | " + " | ".join(f"{n} seeds" for n in looks) + " |", "|---|" + "---|" * len(looks)]
         for n, a in arms:
-            lines.append(f"| `{n}` | " + " | ".join(_fmt(r["mde"], digits) for r in a["mde"]) + " |")
+            lines.append(f"| `{n}` | " + " | ".join(number(r["mde"], digits) for r in a["mde"]) + " |")
     exp = summary["expected"]
     if exp.get("gain_db") is not None:
         lines += ["", f"**Expected from the literature:** {exp['gain_db']:+.2f} dB ({exp['source']})."]
@@ -141,7 +128,7 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
         for n, c in trends:
             state = "still improving" if c["still_improving"] else "settled"
             lines.append(f"- `{n}`: {c['rise']:+.{digits}f} {unit} from step {c['steps'][0]} to {c['steps'][1]} "
-                         f"(p = {_p(c['p_value'])}, {c['seeds']} seeds): {state}")
+                         f"(p = {p_value(c['p_value'])}, {c['seeds']} seeds): {state}")
     if summary["exclusions"]:
         lines += ["", "**Not compared** (evaluation protocol differs from the baseline's):"]
         lines += [f"- `{e['key']}`: {', '.join(e['differences'])}" for e in summary["exclusions"]]
@@ -187,33 +174,6 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(ablation: Ablation, records: list[TrialRecord], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in records if r.status == COMPLETE and r.eval_history]
-    if not done:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colours = {a: f"C{i}" for i, a in enumerate(ablation.arms)}
-    for r in done:
-        xs = [h["step"] for h in r.eval_history if h.get(ablation.metric.name) is not None]
-        ys = [h[ablation.metric.name] for h in r.eval_history if h.get(ablation.metric.name) is not None]
-        ax.plot(xs, ys, color=colours.get(r.arm, "k"), alpha=0.7,
-                label=r.arm if r.seed == min(x.seed for x in done if x.arm == r.arm) else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel(ablation.metric.name)
-    ax.set_title(ablation.name)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: str | Path = "reports") -> dict:
     """Write ``reports/<name>/summary.json``, ``report.md``, ``report.html``, ``curves.png`` and the W&B report
     definition ``wandb_report.json``; returns the summary.
@@ -228,9 +188,12 @@ def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: 
     records = list(store.records())
     summary = summarize(ablation, records, prior_spread(ablation, store))
     atomic_write_json(out / "summary.json", summary)
-    used = used_records(ablation, records)
-    plotted = plot_curves(ablation, used, out / "curves.png")
-    (out / "report.md").write_text(render_markdown(summary, "curves.png" if plotted else None))
-    (out / "report.html").write_text(render_html(summary, used))
+    used = current_records(ablation, records)  # older runs stay in the store, never mixed into a report
+    pngs = report_figures(summary, used)
+    curves = pngs["Learning curves"]
+    if curves is not None:
+        (out / "curves.png").write_bytes(curves)
+    (out / "report.md").write_text(render_markdown(summary, "curves.png" if curves else None))
+    (out / "report.html").write_text(render_html(summary, pngs))
     write_report_definition(summary, ablation.arms[ablation.baseline].config.tracking, out)
     return summary

@@ -3,22 +3,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from reflect.ablation.store import TrialRecord
-from reflect.reports import figures
+from typing import Optional
+
 from reflect.reports.html import esc, img, page, table
-
-
-def _fmt(value, digits: int = 3, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+from reflect.reports.text import compared_arms, number
 
 
 def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, a in summary["arms"].items():
         if a["verdict"] == "baseline":
-            rows.append([name, str(a["n"]), _fmt(a["mean"]), "—", "—", "baseline", "—", "—",
+            rows.append([name, str(a["n"]), number(a["mean"], 3), "—", "—", "baseline", "—", "—",
                          str((a.get("failures") or {}).get("failed", 0)), str(a["parameter_counts"].get("total", "—"))])
             continue
         ci = a.get("delta_ci")
@@ -32,14 +27,14 @@ def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
             verdict += " — underpowered"
         fails = a.get("failures") or {}
         mde = a["mde"][-1]["mde"] if a.get("mde") else None
-        rows.append([name, str(a["n"]), _fmt(a["mean"]), _fmt(a["delta_db"], signed=True), interval, verdict, pv,
-                     _fmt(mde), f"{fails.get('failed', 0)}/{fails.get('finished', 0)} (baseline {fails.get('baseline_failed', 0)})",
+        rows.append([name, str(a["n"]), number(a["mean"], 3), number(a["delta_db"], 3, True), interval, verdict, pv,
+                     number(mde, 3), f"{fails.get('failed', 0)}/{fails.get('finished', 0)} (baseline {fails.get('baseline_failed', 0)})",
                      str(a["parameter_counts"].get("total", "—"))])
     return rows
 
 
-def render_html(summary: dict[str, Any], records: list[TrialRecord]) -> str:
-    """The report page from the summary (numbers) and the records (curves, renders)."""
+def render_html(summary: dict[str, Any], pngs: dict[str, Optional[bytes]]) -> str:
+    """The report page from the summary (its numbers) and the figures drawn from the records (title → PNG)."""
     m, d, design = summary["metric"], summary["decision"], summary["design"]
     body = [f"<h1>Ablation <code>{esc(summary['ablation'])}</code> (phase {summary['phase']})</h1>",
             f"<p><b>Question.</b> {esc(summary['question'])}</p>",
@@ -59,27 +54,23 @@ def render_html(summary: dict[str, Any], records: list[TrialRecord]) -> str:
     body.append(table(["arm", "n", "mean", "Δ", "interval (confidence)", "verdict", "p-values vs levels",
                        f"MDE at {design['looks'][-1]} seeds", "failed", "params"], _verdict_rows(summary)))
     spread = summary["spread"]
-    body.append(f"<p class=\"muted\">Paired spread σ<sub>d</sub> = {_fmt(spread['sd'])} {esc(m['unit'])} "
+    body.append(f"<p class=\"muted\">Paired spread σ<sub>d</sub> = {number(spread['sd'], 3)} {esc(m['unit'])} "
                 f"({esc(spread['source'])}). Each p-value is its look's nominal one-sided p; a verdict is taken "
                 "when it is at or below its level, and the interval shown is at that same level.</p>")
     for name, a in summary["arms"].items():
         for note in a.get("notes", []):
             body.append(f'<p class="note"><code>{esc(name)}</code>: {esc(note)}</p>')
-    for title, png in [("Paired differences", figures.forest_plot(summary)),
-                       ("Per-seed pairs", figures.paired_lines(summary)),
-                       ("Learning curves", figures.learning_curves(summary, records)),
-                       ("Sequential looks", figures.looks_plot(summary)),
-                       ("Renders on the same evaluation frames", figures.image_grid(summary, records))]:
+    for title, png in pngs.items():
         body.append(f"<h2>{esc(title)}</h2>")
         body.append(img(png, title) if png else '<p class="muted">Nothing to draw yet (no trial has the data).</p>')
     exp = summary["expected"]
     if exp.get("gain_db") is not None:
         body.append(f"<h2>Expected vs measured</h2><p>Literature: {exp['gain_db']:+.2f} dB ({esc(exp['source'])}).</p>")
-        rows = [[n, _fmt(a["literature"]["measured"], 2, True),
+        rows = [[n, number(a["literature"]["measured"], 2, True),
                  f"[{a['literature']['interval'][0]:+.2f}, {a['literature']['interval'][1]:+.2f}]",
-                 a["literature"]["outcome"]] for n, a in _compared_arms(summary) if a.get("literature")]
+                 a["literature"]["outcome"]] for n, a in compared_arms(summary) if a.get("literature")]
         body.append(table(["arm", "measured gain", "interval", "vs literature"], rows))
-    frames = [(n, a["frames"]) for n, a in _compared_arms(summary) if a.get("frames")]
+    frames = [(n, a["frames"]) for n, a in compared_arms(summary) if a.get("frames")]
     if frames:
         body.append("<h2>Frames</h2>" + table(
             ["arm", "frames", "improved", "worst frames (gain)"],
@@ -90,7 +81,7 @@ def render_html(summary: dict[str, Any], records: list[TrialRecord]) -> str:
     if trends:
         body.append("<h2>Convergence over the window</h2>" + table(
             ["arm", "rise over window", "steps", "p", "state"],
-            [[n, _fmt(c["rise"], 3, True), f"{c['steps'][0]}–{c['steps'][1]}", f"{c['p_value']:.2g}",
+            [[n, number(c["rise"], 3, True), f"{c['steps'][0]}–{c['steps'][1]}", f"{c['p_value']:.2g}",
               "still improving" if c["still_improving"] else "settled"] for n, c in trends]))
     if summary["exclusions"]:
         body.append("<h2>Not compared</h2>" + table(["trial", "differs in"],
@@ -102,12 +93,8 @@ def render_html(summary: dict[str, Any], records: list[TrialRecord]) -> str:
         ["LPIPS", f"{proto.get('lpips_net')} ({proto.get('lpips')})"], ["dataset", proto.get("dataset_fingerprint")],
         ["renderer", proto.get("render_backend")], ["commit", prov.get("git_commit")], ["device", prov.get("device")],
         ["code versions compared", ", ".join(summary.get("code_versions") or [])]]))
-    rows = [[t["key"], t["status"], _fmt(t["value"]), t.get("failure_reason") or ""]
+    rows = [[t["key"], t["status"], number(t["value"], 3), t.get("failure_reason") or ""]
             for a in summary["arms"].values() for t in a["trials"]]
     body.append("<h2>Trials used</h2>" + table(["trial", "status", "value", "failure"], rows))
     body.append(f"<p class=\"muted\">Generated {esc(summary['generated_at'])} from the results store.</p>")
     return page(f"Ablation {summary['ablation']}", "".join(body))
-
-
-def _compared_arms(summary: dict[str, Any]) -> list[tuple[str, dict]]:
-    return [(n, a) for n, a in summary["arms"].items() if a["verdict"] != "baseline"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from reflect.ablation.store import COMPLETE, TrialRecord
 from reflect.reports.html import figure_png
+from reflect.reports.text import compared_arms
 
 
 def _plt():
@@ -26,12 +27,8 @@ def _plt():
     return plt
 
 
-def _compared(summary: dict[str, Any]) -> list[tuple[str, dict]]:
-    return [(n, a) for n, a in summary["arms"].items() if a["verdict"] != "baseline"]
-
-
 def forest_plot(summary: dict[str, Any]) -> Optional[bytes]:
-    arms = [(n, a) for n, a in _compared(summary) if a.get("delta_ci")]
+    arms = [(n, a) for n, a in compared_arms(summary) if a.get("delta_ci")]
     if not arms:
         return None
     plt = _plt()
@@ -54,7 +51,7 @@ def forest_plot(summary: dict[str, Any]) -> Optional[bytes]:
 
 
 def paired_lines(summary: dict[str, Any]) -> Optional[bytes]:
-    arms = [(n, a) for n, a in _compared(summary) if a.get("seeds_used")]
+    arms = [(n, a) for n, a in compared_arms(summary) if a.get("seeds_used")]
     if not arms:
         return None
     base = {t["seed"]: t["value"] for t in summary["arms"][summary["baseline"]]["trials"] if t["value"] is not None}
@@ -106,7 +103,7 @@ def learning_curves(summary: dict[str, Any], records: list[TrialRecord]) -> Opti
 
 
 def looks_plot(summary: dict[str, Any]) -> Optional[bytes]:
-    arms = [(n, a) for n, a in _compared(summary) if a.get("looks")]
+    arms = [(n, a) for n, a in compared_arms(summary) if a.get("looks")]
     if not arms:
         return None
     plt = _plt()
@@ -176,3 +173,10 @@ def image_grid(summary: dict[str, Any], records: list[TrialRecord]) -> Optional[
     fig.suptitle(f"Final evaluation, seed {seed}, the same frames for every arm", fontsize=9)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def report_figures(summary: dict[str, Any], records: list[TrialRecord]) -> dict[str, Optional[bytes]]:
+    """Every figure of the report, drawn once: title → PNG bytes (None where no trial has the data yet)."""
+    return {"Paired differences": forest_plot(summary), "Per-seed pairs": paired_lines(summary),
+            "Learning curves": learning_curves(summary, records), "Sequential looks": looks_plot(summary),
+            "Renders on the same evaluation frames": image_grid(summary, records)}

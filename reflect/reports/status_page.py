@@ -7,6 +7,7 @@ from typing import Any
 
 from reflect.ablation.store import atomic_write_json
 from reflect.reports.html import esc, figure_png, img, page, table
+from reflect.reports.text import number
 from reflect.roadmap.spec import Roadmap
 from reflect.roadmap.status import RoadmapStatus
 
@@ -39,18 +40,14 @@ def status_json(status: RoadmapStatus) -> dict[str, Any]:
     }
 
 
-def _fmt(value, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
 def _header_lines(status: RoadmapStatus) -> list[str]:
     b = status.best
-    detected = f"PSNR {_fmt(b['psnr'].value, 2)} dB, LPIPS {_fmt(b['lpips'].value, 4)}"
+    detected = f"PSNR {number(b['psnr'].value, 2)} dB, LPIPS {number(b['lpips'].value, 4)}"
     return [f"Status: Phase {status.current_phase} (auto-detected from fleet: {detected})",
             f"Overall Progress: {status.passed}/{status.total} phases · {status.percent:.0f}%",
-            f"Best PSNR: {_fmt(b['psnr'].value, 2)} dB ({b['psnr'].trial or 'no trial'})",
-            f"Best LPIPS: {_fmt(b['lpips'].value, 4)} ({b['lpips'].trial or 'unavailable: no trial evaluated LPIPS'})",
-            f"Best SSIM: {_fmt(b['ssim'].value, 4)} ({b['ssim'].trial or 'no trial'})",
+            f"Best PSNR: {number(b['psnr'].value, 2)} dB ({b['psnr'].trial or 'no trial'})",
+            f"Best LPIPS: {number(b['lpips'].value, 4)} ({b['lpips'].trial or 'unavailable: no trial evaluated LPIPS'})",
+            f"Best SSIM: {number(b['ssim'].value, 4)} ({b['ssim'].trial or 'no trial'})",
             f"Updated: {status.updated}"]
 
 

@@ -102,11 +102,6 @@ def _data_description(ablation: Ablation) -> str:
     return f"capture {', '.join(map(str, roots))} ({cfg.profile} profile)"
 
 
-def _code_version(record: TrialRecord) -> str:
-    dirty = " (dirty)" if record.provenance.get("git_dirty") else ""
-    return f"{record.provenance.get('git_commit')}{dirty}"
-
-
 def build_summary(ablation: Ablation, analysis: AblationAnalysis, records: list[TrialRecord]) -> dict[str, Any]:
     """The JSON-ready summary of ``analysis`` (plus context metrics and provenance from ``records``)."""
     used = current_records(ablation, records)
@@ -141,7 +136,7 @@ def build_summary(ablation: Ablation, analysis: AblationAnalysis, records: list[
         "provenance": next((r.provenance for r in complete), {}),
         # Trials are identified by config and seed, not by code version, so a rerun after a code change
         # reuses older trials: every commit the compared numbers came from is listed (and warned about).
-        "code_versions": sorted({_code_version(r) for r in compared if r.provenance}),
+        "code_versions": sorted({r.code_version for r in compared if r.provenance}),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return _round_trip(summary)

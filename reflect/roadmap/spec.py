@@ -13,7 +13,7 @@ express; every error still names the file, the key path and what was expected.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -142,7 +142,6 @@ class Roadmap:
     phases: tuple[Phase, ...]
     not_to_do: tuple[dict[str, str], ...] = ()
     references: tuple[dict[str, str], ...] = ()
-    signoff_checks: tuple[str, ...] = field(default=())
 
     def decision(self, decision_id: str) -> Optional[Decision]:
         return next((d for p in self.phases for d in p.decisions if d.id == decision_id), None)
@@ -262,7 +261,7 @@ def load_roadmap(path: str | Path = DEFAULT_ROADMAP) -> Roadmap:
         ladder.append(Milestone(str(m["milestone"]), r.number(m["psnr"], f"{key}.psnr"), r.number(m["ssim"], f"{key}.ssim"),
                                 r.number(m["lpips"], f"{key}.lpips"), str(m.get("looks_like", "")), m.get("phase"),
                                 None if m.get("psnr_high") is None else r.number(m["psnr_high"], f"{key}.psnr_high")))
-    phases, ids, checks = [], set(), []
+    phases, ids = [], set()
     if not r.items(top["phases"], "phases"):
         raise r.fail("phases", "expected at least one phase")
     for i, p in enumerate(r.items(top["phases"], "phases")):
@@ -290,7 +289,6 @@ def load_roadmap(path: str | Path = DEFAULT_ROADMAP) -> Roadmap:
                           for k, c in enumerate(r.items(g["conditions"], f"{gkey}.conditions")))
             if not conds:
                 raise r.fail(f"{gkey}.conditions", "expected at least one condition")
-            checks += [c.check for c in conds if isinstance(c, SignoffCondition)]
             gates.append(Gate(g["gate"], str(g.get("text", "")), conds, g.get("next_phase"),
                               str(g.get("source", "ROADMAP_V3"))))
         phases.append(Phase(p["phase"], str(p["title"]), str(p.get("db_range", "")), str(p.get("duration", "")),
@@ -302,4 +300,4 @@ def load_roadmap(path: str | Path = DEFAULT_ROADMAP) -> Roadmap:
                     raise r.fail(f"phases[{i}].gates[{j}].conditions[{k}].decision",
                                  f"no decision with id {c.decision!r} in this roadmap")
     return Roadmap(path, str(top["name"]), str(top.get("title", top["name"])), tuple(ladder), tuple(phases),
-                   tuple(top.get("not_to_do") or ()), tuple(top.get("references") or ()), tuple(dict.fromkeys(checks)))
+                   tuple(top.get("not_to_do") or ()), tuple(top.get("references") or ()))
