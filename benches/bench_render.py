@@ -1,12 +1,17 @@
 """Forward+backward timing of the render backends on a head-like scene.
 
-Run: ``python benches/bench_render.py``. Prints, per (resolution, #Gaussians, channels), the torch
-backend vs the dense reference (ms each, ratio, image MAE between them), plus gsplat on CUDA.
-Goal: at 64², 2k Gaussians, 16 channels the torch backend is >= 20x faster than the reference.
+Run: ``python benches/bench_render.py``. Prints, per (resolution, #Gaussians, channels), each
+backend (numba, torch, and gsplat on CUDA) beside the dense reference, timed in the same rounds:
+ms, the ratio to the reference (median and minimum over rounds), the image's mean absolute error
+and the largest relative gradient error against the reference (float64, up to 128²·2k).
+Goal (issue 10): at 64², 2k Gaussians, 16 channels the default CPU backend (numba) is >= 100x the
+reference (median; no round below 60x).
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -17,7 +22,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reflect.render import rasterization  # noqa: E402
+from reflect.render import numba_available, rasterization  # noqa: E402
 from reflect.render.reference import rasterization_reference  # noqa: E402
 
 DENSE_LIMIT = 200_000_000  # pixel×Gaussian pairs above which the dense reference is skipped
@@ -65,49 +70,75 @@ def best_of(fn: Callable, scene: Dict[str, object], reps: int) -> Tuple[float, T
     return min(fwd_bwd(fn, scene)[0] for _ in range(reps)), img
 
 
+def grads_of(fn: Callable, scene: Dict[str, object]) -> Dict[str, Tensor]:
+    """Gradients of a fixed random projection of the image and alpha (float64, for comparison)."""
+    inputs = {k: (v.clone().double().requires_grad_(True) if k in GRAD_KEYS else
+                  (v.double() if isinstance(v, Tensor) else v)) for k, v in scene.items()}
+    img, alpha, _ = fn(**inputs)
+    weights = torch.randn(img.shape, generator=torch.Generator().manual_seed(1), dtype=img.dtype)
+    ((img * weights).sum() + alpha.sum()).backward()
+    return {k: inputs[k].grad for k in GRAD_KEYS}  # type: ignore[union-attr]
+
+
+def grad_error(grads: Dict[str, Tensor], reference: Dict[str, Tensor]) -> float:
+    """Largest gradient difference over the inputs, relative to each input's largest reference gradient."""
+    return max(((grads[k] - reference[k]).abs().max() / reference[k].abs().max().clamp(min=1e-30)).item()
+               for k in GRAD_KEYS)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--counts", type=int, nargs="+", default=[2000, 10000])
     parser.add_argument("--channels", type=int, nargs="+", default=[3, 16])
-    parser.add_argument("--reps", type=int, default=10, help="timed runs of the torch backend (and gsplat)")
-    parser.add_argument("--dense-reps", type=int, default=3,
-                        help="timed runs of the dense reference (slow; one run alone is too noisy)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds per scene; each times every backend once (best of --reps) and the reference")
+    parser.add_argument("--reps", type=int, default=5, help="timed runs per backend and round (the minimum is kept)")
     parser.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-
-    def torch_fn(**kw: object) -> Tuple[Tensor, Tensor, Dict]:
-        return rasterization(**kw, backend="torch")  # type: ignore[arg-type]
-
-    def gsplat_fn(**kw: object) -> Tuple[Tensor, Tensor, Dict]:
-        return rasterization(**kw, backend="gsplat")  # type: ignore[arg-type]
-
-    with_gsplat = torch.cuda.is_available()
-    header = f"{'res':>5} {'N':>6} {'D':>3} | {'torch ms':>9} {'dense ms':>9} {'ratio':>7} {'MAE':>9}"
-    if with_gsplat:
-        header += f" | {'gsplat ms':>9} {'MAE(gs)':>9}"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    backends = [b for b in ("numba", "torch") if b != "numba" or numba_available()]
+    if torch.cuda.is_available():
+        backends.append("gsplat")
+    fns = {b: functools.partial(rasterization, backend=b) for b in backends}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; backends: {', '.join(backends)}; "
+          f"{args.rounds} rounds; ratio = dense reference ms / backend ms, per round (median [min])")
+    header = f"{'res':>5} {'N':>6} {'D':>3} | {'dense ms':>9}"
+    for b in backends:
+        header += f" | {b + ' ms':>9} {'ratio':>15} {'img MAE':>8} {'grad err':>8}"
     print(header)
     print("-" * len(header))
     for size in args.sizes:
         for n in args.counts:
             for ch in args.channels:
                 scene = head_scene(n, size, ch)
-                t_torch, img_t = best_of(torch_fn, scene, reps=args.reps)
-                row = f"{size:>4}² {n:>6} {ch:>3} | {t_torch * 1e3:>9.1f} "
-                if args.no_dense:
-                    row += f"{'-':>9} {'-':>7} {'-':>9}"
-                elif size * size * n <= DENSE_LIMIT:
-                    t_ref, img_r = best_of(rasterization_reference, scene, reps=args.dense_reps)
-                    mae = (img_t - img_r).abs().mean().item()
-                    row += f"{t_ref * 1e3:>9.1f} {t_ref / t_torch:>6.1f}x {mae:>9.2e}"
-                else:
-                    row += f"{'skipped (memory)':>27}"
-                if with_gsplat:
-                    t_gs, img_g = best_of(gsplat_fn, head_scene(n, size, ch, device="cuda"), reps=args.reps)
-                    row += f" | {t_gs * 1e3:>9.2f} {(img_g - img_t).abs().mean().item():>9.2e}"
+                dense = not args.no_dense and size * size * n <= DENSE_LIMIT
+                times: Dict[str, List[float]] = {b: [] for b in backends + ["dense"]}
+                images: Dict[str, Tensor] = {}
+                for _ in range(args.rounds):  # interleaved, so a slow spell of the machine hits every column
+                    for b in backends:
+                        device_scene = head_scene(n, size, ch, device="cuda") if b == "gsplat" else scene
+                        t, images[b] = best_of(fns[b], device_scene, reps=args.reps)
+                        times[b].append(t)
+                    if dense:
+                        t, images["dense"] = best_of(rasterization_reference, scene, reps=1)
+                        times["dense"].append(t)
+                row = f"{size:>4}² {n:>6} {ch:>3} | "
+                row += f"{statistics.median(times['dense']) * 1e3:>9.1f}" if dense else f"{'skipped':>9}"
+                ref_grads = grads_of(rasterization_reference, scene) if dense and size * n <= 128 * 2000 else None
+                for b in backends:
+                    row += f" | {statistics.median(times[b]) * 1e3:>9.2f} "
+                    if dense:
+                        ratios = [d / t for d, t in zip(times["dense"], times[b])]
+                        mae = (images[b].cpu() - images["dense"]).abs().mean().item()
+                        row += f"{statistics.median(ratios):>7.1f}x [{min(ratios):>5.1f}] {mae:>8.1e}"
+                    else:
+                        row += f"{'-':>15} {'-':>8}"
+                    if ref_grads is not None and b != "gsplat":
+                        row += f" {grad_error(grads_of(fns[b], scene), ref_grads):>8.1e}"
+                    else:
+                        row += f" {'-':>8}"
                 print(row, flush=True)
 
 

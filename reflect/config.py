@@ -20,19 +20,19 @@ from reflect.model.config import ModelConfig
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILES = ("quick", "full")
-RENDER_BACKENDS = (None, "torch", "gsplat")
+RENDER_BACKENDS = (None, "numba", "torch", "gsplat")
 PARAM_GROUPS = ("means", "scales", "rotations", "opacities", "latents", "deform", "decoder")
 GROUP_ALIASES = {"gaussians": ("means", "scales", "rotations", "opacities")}
 
 
 @dataclass
 class RenderConfig:
-    backend: Optional[str] = None  # None = gsplat on CUDA, else the torch rasterizer
+    backend: Optional[str] = None  # None = gsplat on CUDA, numba on CPU when installed, else torch
     eps2d: float = 0.3
 
     def validate(self) -> None:
         if self.backend not in RENDER_BACKENDS:
-            raise ValueError(f"backend: expected one of null, 'torch', 'gsplat', got {self.backend!r}")
+            raise ValueError(f"backend: expected one of null, 'numba', 'torch', 'gsplat', got {self.backend!r}")
 
 
 @dataclass

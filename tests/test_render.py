@@ -1,4 +1,4 @@
-"""Tests for reflect.render: torch backend vs dense reference, gradcheck, gsplat parity, behaviour."""
+"""Tests for reflect.render: the CPU backends (numba, torch) vs the dense reference, gradcheck, gsplat parity, behaviour."""
 from __future__ import annotations
 
 import math
@@ -53,14 +53,23 @@ def run(fn, scene: Dict, **kw):
     return img.detach(), alpha.detach(), meta, grads
 
 
+CPU_BACKENDS = ("numba", "torch")  # numba is a dependency: the default CPU path must be tested, never skipped
+
+
 def torch_fn(**kw):
     return rasterization(**kw, backend="torch")
 
 
+def backend_fn(backend: str):
+    return lambda **kw: rasterization(**kw, backend=backend)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("d,cams,mode", [(3, 3, "RGB+ED"), (16, 2, "RGB"), (16, 2, "RGB+D"), (3, 2, "ED")])
-def test_torch_matches_dense_reference(d: int, cams: int, mode: str) -> None:
+def test_cpu_backend_matches_dense_reference(backend: str, d: int, cams: int, mode: str) -> None:
     scene = random_scene(300, cams, d, seed=d + cams)
-    img_t, a_t, meta, g_t = run(torch_fn, scene, render_mode=mode)
+    img_t, a_t, meta, g_t = run(backend_fn(backend), scene, render_mode=mode)
+    assert meta["backend"] == backend
     img_r, a_r, _, g_r = run(rasterization_reference, scene, render_mode=mode)
     radii = meta["radii"]
     assert radii.shape == (cams, 300, 2) and radii.dtype == torch.int32
@@ -79,16 +88,18 @@ def test_torch_matches_dense_reference(d: int, cams: int, mode: str) -> None:
         torch.testing.assert_close(g_t[k] / scale, g_r[k] / scale, atol=1e-4, rtol=0, msg=k)
 
 
-def test_per_camera_colors_match_reference() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_per_camera_colors_match_reference(backend: str) -> None:
     scene = random_scene(120, 2, 4, seed=5)
     scene["colors"] = torch.rand(2, 120, 4, generator=torch.Generator().manual_seed(9))
-    img_t, a_t, _, g_t = run(torch_fn, scene)
+    img_t, a_t, _, g_t = run(backend_fn(backend), scene)
     img_r, a_r, _, g_r = run(rasterization_reference, scene)
     torch.testing.assert_close(img_t, img_r, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(g_t["colors"], g_r["colors"], atol=1e-5, rtol=1e-4)
 
 
-def test_gradcheck_float64() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_gradcheck_float64(backend: str) -> None:
     """Gradients of the hand-written backward on a tiny scene, away from the 1/255 cutoff."""
     means = torch.tensor([[0.0, 0.0, 2.0], [0.1, -0.05, 2.3], [-0.08, 0.06, 1.8], [0.05, 0.1, 2.6]], dtype=torch.float64)
     quats = torch.tensor([[1.0, 0.1, 0.2, 0.0], [0.9, -0.2, 0.1, 0.3], [1.0, 0.0, 0.0, 0.4], [0.7, 0.3, -0.2, 0.1]],
@@ -103,7 +114,7 @@ def test_gradcheck_float64() -> None:
 
     def f(means, quats, scales, opacities, colors, bg):
         img, alpha, _ = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, 8, 8,
-                                      backgrounds=bg, render_mode="RGB+ED", backend="torch")
+                                      backgrounds=bg, render_mode="RGB+ED", backend=backend)
         return img, alpha
 
     inputs = tuple(t.clone().requires_grad_(True) for t in (means, quats, scales, opacities, colors, bg))
@@ -128,7 +139,8 @@ def test_projection_matches_gsplat_torch_impl() -> None:
     torch.testing.assert_close(proj.opacities[v], comp_g[v], atol=1e-5, rtol=1e-4)  # antialiasing factor
 
 
-def test_opaque_gaussian_alpha_and_background() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_opaque_gaussian_alpha_and_background(backend: str) -> None:
     means = torch.tensor([[0.0, 0.0, 1.0]])
     quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     scales = torch.full((1, 3), 0.01)
@@ -136,7 +148,7 @@ def test_opaque_gaussian_alpha_and_background() -> None:
     viewmats = torch.eye(4)[None]
     for o in (0.5, 1.0):
         img, alpha, _ = rasterization(means, quats, scales, torch.tensor([o]), torch.ones(1, 3), viewmats, Ks,
-                                      16, 16, backgrounds=torch.tensor([[0.2, 0.4, 0.6]]), backend="torch")
+                                      16, 16, backgrounds=torch.tensor([[0.2, 0.4, 0.6]]), backend=backend)
         a = min(0.999, o)
         assert alpha[0, 8, 8, 0].item() == pytest.approx(a, abs=1e-6)
         assert alpha[0, 0, 0, 0].item() == 0.0
@@ -144,7 +156,8 @@ def test_opaque_gaussian_alpha_and_background() -> None:
         torch.testing.assert_close(img[0, 0, 0], torch.tensor([0.2, 0.4, 0.6]))
 
 
-def test_transmittance_stop_is_exclusive() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_transmittance_stop_is_exclusive(backend: str) -> None:
     """gsplat stops a pixel before the Gaussian that would bring T to <= 1e-4 (it is not composited)."""
     n = 6
     means = torch.stack([torch.zeros(n), torch.zeros(n), 1.0 + 0.1 * torch.arange(n)], dim=1)
@@ -153,7 +166,7 @@ def test_transmittance_stop_is_exclusive() -> None:
     kw = dict(quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), scales=torch.full((n, 3), 0.02),
               opacities=torch.full((n,), 0.95), colors=colors, viewmats=torch.eye(4)[None], Ks=Ks,
               width=9, height=9)
-    img, alpha, _ = rasterization(means, **kw, backend="torch")
+    img, alpha, _ = rasterization(means, **kw, backend=backend)
     # T after k Gaussians is 0.05^k: 0.05, 2.5e-3, 1.25e-4, then 6.25e-6 <= 1e-4, so only three count.
     expected = torch.tensor([0.95, 0.95 * 0.05, 0.95 * 0.05**2, 0, 0, 0])
     torch.testing.assert_close(img[0, 4, 4], expected, atol=1e-6, rtol=1e-5)
@@ -163,11 +176,12 @@ def test_transmittance_stop_is_exclusive() -> None:
     torch.testing.assert_close(alpha, alpha_r, atol=1e-6, rtol=1e-5)
 
 
-def test_nothing_visible_gives_background_and_zero_grads() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_nothing_visible_gives_background_and_zero_grads(backend: str) -> None:
     scene = random_scene(20, 2, 3, seed=4)
     scene["means"] = scene["means"].clone()
     scene["means"][:, 2] = -5.0  # behind both cameras
-    img, alpha, meta, grads = run(torch_fn, scene)
+    img, alpha, meta, grads = run(backend_fn(backend), scene)
     assert (meta["radii"] == 0).all()
     torch.testing.assert_close(img, scene["backgrounds"][:, None, None, :].expand_as(img))
     assert (alpha == 0).all()
@@ -175,25 +189,26 @@ def test_nothing_visible_gives_background_and_zero_grads() -> None:
         assert grads[k] is not None and (grads[k] == 0).all(), k
 
 
-def test_permutation_invariance() -> None:
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_permutation_invariance(backend: str) -> None:
     scene = random_scene(200, 2, 5, seed=11)
-    img, alpha, _ = torch_fn(**scene)
+    img, alpha, _ = backend_fn(backend)(**scene)
     p = torch.randperm(200, generator=torch.Generator().manual_seed(0))
     shuffled = dict(scene)
     for k in ("means", "quats", "scales", "opacities", "colors"):
         shuffled[k] = scene[k][p]
-    img_p, alpha_p, _ = torch_fn(**shuffled)
+    img_p, alpha_p, _ = backend_fn(backend)(**shuffled)
     torch.testing.assert_close(img_p, img, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(alpha_p, alpha, atol=1e-6, rtol=1e-6)
 
 
 def test_backend_selection_and_errors() -> None:
     scene = random_scene(50, 1, 3, seed=2)
-    assert resolve_backend(None, torch.device("cpu")) == "torch"
+    assert resolve_backend(None, torch.device("cpu")) == "numba"  # the fastest CPU backend when numba imports
     _, _, meta = rasterization(**scene)
-    assert meta["backend"] == "torch" and meta["width"] == 24 and meta["height"] == 20
+    assert meta["backend"] == "numba" and meta["width"] == 24 and meta["height"] == 20
     assert meta["means2d"].shape == (1, 50, 2) and meta["depths"].shape == (1, 50)
-    with pytest.raises(ValueError, match="gsplat.*torch"):
+    with pytest.raises(ValueError, match="gsplat.*numba.*torch"):
         rasterization(**scene, backend="vulkan")
     with pytest.raises(NotImplementedError, match="sh_degree"):
         rasterization(**scene, backend="torch", sh_degree=3)
@@ -204,6 +219,84 @@ def test_backend_selection_and_errors() -> None:
     with pytest.raises(TypeError, match="bogus"):
         rasterization(**scene, backend="torch", bogus=1)
     rasterization(**scene, backend="torch", packed=True, tile_size=16)  # no effect on results: accepted
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_near_opaque_stacks_match_reference_gradients(backend: str) -> None:
+    """Alphas at the 0.999 clamp, layered so that T runs down to the 1e-4 stop: the backward must not
+    rebuild T by dividing by 1 - alpha (float64, so only the algorithm, not rounding, is tested)."""
+    scene = random_scene(200, 2, 3, seed=12, dtype=torch.float64)
+    scene["opacities"] = scene["opacities"].clone()
+    scene["opacities"][::2] = 0.9999  # clamped to 0.999 near their centres
+    scene["scales"] = scene["scales"] * 3.0  # overlapping: many pixels reach the transmittance stop
+    img_b, a_b, _, g_b = run(backend_fn(backend), scene)
+    img_r, a_r, _, g_r = run(rasterization_reference, scene)
+    assert (a_r > 1 - 1e-3).float().mean() > 0.2  # the stop is reached in a good share of the pixels
+    torch.testing.assert_close(img_b, img_r, atol=1e-10, rtol=1e-9)
+    for k in g_r:
+        scale = g_r[k].abs().max().clamp(min=1e-12)
+        torch.testing.assert_close(g_b[k] / scale, g_r[k] / scale, atol=1e-8, rtol=0, msg=k)
+
+
+def test_numba_backend_errors_match_torch() -> None:
+    scene = random_scene(50, 1, 3, seed=2)
+    with pytest.raises(NotImplementedError, match="sh_degree"):
+        rasterization(**scene, backend="numba", sh_degree=3)
+    with pytest.raises(TypeError, match="bogus"):
+        rasterization(**scene, backend="numba", bogus=1)
+    with pytest.raises(ValueError, match="render_mode"):
+        rasterization(**scene, backend="numba", render_mode="RGBA")
+
+
+@pytest.mark.parametrize("antialiased", [False, True])
+def test_numba_projection_matches_torch_projection(antialiased: bool) -> None:
+    """The analytic projection backward equals autograd through the torch projection (float64), including
+    Gaussians behind the camera, inside the near plane, beyond the Jacobian's clamp, huge and tiny ones."""
+    from reflect.render.numba_backend import project_gaussians_numba
+
+    scene = random_scene(300, 3, 3, size=(32, 24), seed=7, dtype=torch.float64)
+    keys = ("means", "quats", "scales", "opacities")
+    g = torch.Generator().manual_seed(3)
+    results = []
+    for project in (project_gaussians, project_gaussians_numba):
+        leaves = {k: scene[k].clone().requires_grad_(True) for k in keys}
+        proj = project(leaves["means"], leaves["quats"], leaves["scales"], scene["viewmats"], scene["Ks"], 32, 24,
+                       opacities=leaves["opacities"], eps2d=0.3, antialiased=antialiased)
+        outputs = (proj.means2d, proj.conics, proj.depths, proj.opacities)
+        g.manual_seed(3)
+        loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in outputs)
+        loss.backward()
+        results.append((proj, {k: leaves[k].grad for k in keys}))
+    (p_t, g_t), (p_n, g_n) = results
+    assert torch.equal(p_t.valid, p_n.valid) and torch.equal(p_t.radii, p_n.radii)
+    assert 0 < p_t.valid.sum() < p_t.valid.numel()  # some culled, some kept
+    x_over_z = p_t.means2d[..., 0]  # some means land beyond the image (clamped Jacobian)
+    assert ((x_over_z < -8) | (x_over_z > 40)).any()
+    for a, b in zip((p_t.means2d, p_t.conics, p_t.depths, p_t.opacities), (p_n.means2d, p_n.conics, p_n.depths,
+                                                                            p_n.opacities)):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)
+    for k in keys:
+        torch.testing.assert_close(g_n[k], g_t[k], atol=1e-9, rtol=1e-9, msg=k)
+
+
+def test_numba_falls_back_to_torch_projection_where_it_has_no_kernel() -> None:
+    """Explicit covariances and camera gradients go through the torch projection: same values, all gradients."""
+    scene = random_scene(120, 2, 3, seed=8)
+    from reflect.render.projection import quat_to_rotmat
+
+    M = quat_to_rotmat(scene["quats"]) * scene["scales"][:, None, :]
+    covars = M @ M.transpose(1, 2)
+    kw = {k: v for k, v in scene.items() if k not in ("quats", "scales")}
+    img_t, a_t, _ = rasterization(**kw, quats=None, scales=None, covars=covars, backend="torch")
+    img_n, a_n, meta = rasterization(**kw, quats=None, scales=None, covars=covars, backend="numba")
+    assert meta["backend"] == "numba"
+    torch.testing.assert_close(img_n, img_t, atol=2e-5, rtol=1e-5)
+    viewmats = scene["viewmats"].clone().requires_grad_(True)
+    for backend in CPU_BACKENDS:
+        viewmats.grad = None
+        img, alpha, _ = rasterization(**{**scene, "viewmats": viewmats}, backend=backend)
+        (img.sum() + alpha.sum()).backward()
+        assert viewmats.grad is not None and viewmats.grad.abs().sum() > 0, backend
 
 
 def head_scene(n: int, size: int, d: int, device: str) -> Dict:

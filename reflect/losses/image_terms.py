@@ -49,11 +49,35 @@ def l1(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
     return masked_mean((pred - target).abs(), mask)
 
 
-def _gaussian_window(size: int, sigma: float, like: Tensor) -> Tensor:
+def _gaussian_window_1d(size: int, sigma: float, like: Tensor) -> Tensor:
+    """Normalised 1-D Gaussian taps [size]; the 2-D window is their outer product."""
     x = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return g[:, None] * g[None, :]
+    return g / g.sum()
+
+
+def _band_matrix(taps: Tensor, n: int) -> Tensor:
+    """[n, n] matrix M with M[i, j] = taps[j - i + r] for |j - i| <= r (r = len(taps) // 2), else 0.
+
+    ``M @ x`` convolves the columns of ``x`` with the (symmetric) taps under zero padding: the
+    rows of M simply have no entries beyond the image.
+    """
+    r = taps.numel() // 2
+    offset = torch.arange(n, device=taps.device)[None, :] - torch.arange(n, device=taps.device)[:, None]
+    inside = offset.abs() <= r
+    return torch.where(inside, taps[(offset + r).clamp(0, taps.numel() - 1)], taps.new_zeros(()))
+
+
+def gaussian_blur(x: Tensor, window: int, sigma: float) -> Tensor:
+    """Per-channel zero-padded ``window``² Gaussian blur of ``x`` [B, C, H, W], as two 1-D passes.
+
+    The window is the outer product of 1-D taps and zero padding commutes with the split, so
+    ``B_H @ x @ B_W^T`` with banded matrices (``_band_matrix``) is the 2-D convolution up to float
+    rounding. Why matrices, not ``conv2d``: on the CPU a depthwise 11-tap convolution runs ~10x
+    slower than these two small matrix products, forward and backward.
+    """
+    taps = _gaussian_window_1d(window, sigma, x)
+    return _band_matrix(taps, x.shape[-2]) @ x @ _band_matrix(taps, x.shape[-1]).T
 
 
 def ssim_map(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
@@ -63,10 +87,8 @@ def ssim_map(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5)
     zero-padded ``window``-pixel Gaussian; torchmetrics derives the window size
     from σ and reflection-pads, which changes the loss at the border.
     """
-    c = pred.shape[1]
-    kernel = _gaussian_window(window, sigma, pred).expand(c, 1, window, window)
     stacked = torch.cat([pred, target, pred * pred, target * target, pred * target])
-    mu_p, mu_t, e_pp, e_tt, e_pt = F.conv2d(stacked, kernel, padding=window // 2, groups=c).split(pred.shape[0])
+    mu_p, mu_t, e_pp, e_tt, e_pt = gaussian_blur(stacked, window, sigma).split(pred.shape[0])
     var_p, var_t, cov = e_pp - mu_p**2, e_tt - mu_t**2, e_pt - mu_p * mu_t
     c1, c2 = 0.01**2, 0.03**2
     return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2))

@@ -76,10 +76,16 @@ class DeformMLP(nn.Module):
 
     def forward(self, latents: torch.Tensor, means: torch.Tensor, expr: torch.Tensor):
         """latents [N,F], means [N,3], expr [B,E] → d_pos [B,N,3], d_quat [B,N,4], d_logscale [B,N,3]."""
-        b, n = expr.shape[0], latents.shape[0]
-        per_gauss = torch.cat([latents, means * 10.0], dim=-1)
-        x = torch.cat([per_gauss.expand(b, n, -1), expr[:, None, :].expand(b, n, -1)], dim=-1)
-        out = self.head(self.trunk(x))
+        per_gauss = torch.cat([latents, means * 10.0], dim=-1)  # [N, F+3]
+        # The first layer of [per_gauss, expr] splits into a per-Gaussian part, shared by the frames,
+        # and a per-frame part, shared by the Gaussians: the same sums (up to rounding) at 1/B of
+        # the per-Gaussian cost, and no [B, N, F+3+E] input is ever built.
+        first = self.trunk[0]
+        split = per_gauss.shape[-1]
+        hidden = per_gauss @ first.weight[:, :split].T  # [N, hidden]
+        per_frame = torch.addmm(first.bias, expr, first.weight[:, split:].T)  # [B, hidden]
+        x = hidden[None] + per_frame[:, None, :]  # [B, N, hidden]
+        out = self.head(self.trunk[1:](x))
         d_pos = out[..., :3] * self.offset_scale
         d_quat = out[..., 3:7] + torch.tensor([1.0, 0.0, 0.0, 0.0], device=out.device, dtype=out.dtype)
         d_logscale = out[..., 7:]

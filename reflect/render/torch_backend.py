@@ -334,9 +334,14 @@ def rasterize_with(
     viewmats: Tensor, Ks: Tensor, width: int, height: int,
     near_plane: float = 0.01, far_plane: float = 1e10, eps2d: float = 0.3,
     backgrounds: Optional[Tensor] = None, render_mode: str = "RGB", rasterize_mode: str = "classic",
+    projector: Callable[..., Projection] = project_gaussians,
     **kwargs: Any,
 ) -> Tuple[Tensor, Tensor, Dict[str, Any]]:
-    """gsplat-compatible front end shared by the torch backend and the dense reference."""
+    """gsplat-compatible front end shared by the torch and numba backends and the dense reference.
+
+    ``compositor`` and ``projector`` (``project_gaussians``'s signature) are the backend's stages;
+    ``backend`` is the name reported in ``meta["backend"]``.
+    """
     radius_clip, covars = check_torch_kwargs(kwargs)
     if render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
@@ -352,7 +357,7 @@ def rasterize_with(
         raise ValueError(f"expected quats [N,4] and scales [N,3], got {tuple(quats.shape)}, {tuple(scales.shape)}")
     if colors.shape[:-1] not in ((N,), (C, N)):
         raise ValueError(f"expected colors [N,D] or [C,N,D], got {tuple(colors.shape)}")
-    proj: Projection = project_gaussians(
+    proj: Projection = projector(
         means, quats, scales, viewmats, Ks, width, height, opacities=opacities, covars=covars,
         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, radius_clip=radius_clip,
         antialiased=rasterize_mode == "antialiased",
