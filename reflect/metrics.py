@@ -39,12 +39,19 @@ def ssim(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
 
     With ``mask``, the mean of the SSIM map over the masked pixels.
     """
+    full, masked = ssim_full_and_masked(pred, target, mask)
+    return full if mask is None else masked
+
+
+def ssim_full_and_masked(pred: Tensor, target: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-image SSIM over the whole image and over ``mask`` (None: the whole image), from one SSIM map.
+
+    Evaluation reports both; one torchmetrics call gives the per-image value and the full map.
+    """
     pred, target = pred.float(), target.float()
-    if mask is None:
-        return structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
-    _, full = structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none",
-                                                  return_full_image=True)
-    return _per_image_mean(full, mask)
+    values, full_map = structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none",
+                                                           return_full_image=True)
+    return values, (values if mask is None else _per_image_mean(full_map, mask))
 
 
 class LpipsMetric:

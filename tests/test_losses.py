@@ -390,3 +390,29 @@ def test_lpips_loss_from_weights_path(fake_alexnet_file: Path, tmp_path: Path):
     torch.save({"weight": torch.zeros(1)}, bad)
     with pytest.raises(LpipsUnavailable, match="not-alexnet.pth"):
         load_lpips("alex", weights_path=str(bad))
+
+
+def test_dssim_blur_equals_the_2d_gaussian_window_convolution():
+    """The two banded matrix products are the zero-padded window's 2-D convolution (float64: equal to 1e-12)."""
+    from reflect.losses.image_terms import _gaussian_window_1d, gaussian_blur
+
+    x = torch.rand(4, 3, 20, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for size, sigma in ((11, 1.5), (7, 1.0)):
+        taps = _gaussian_window_1d(size, sigma, x)
+        window = (taps[:, None] * taps[None, :]).expand(3, 1, size, size)
+        expected = F.conv2d(x, window, padding=size // 2, groups=3)
+        torch.testing.assert_close(gaussian_blur(x, size, sigma), expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "replicate"])
+def test_sobel_equals_the_kernel_cross_correlation(padding):
+    """The shifted-difference Sobel is conv2d with SOBEL_X / SOBEL_Y (float64: equal to 1e-12)."""
+    from reflect.losses.image_terms import SOBEL_X, SOBEL_Y, sobel
+
+    x = torch.rand(2, 3, 13, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    kernels = x.new_tensor([SOBEL_X, SOBEL_Y]).unsqueeze(1).repeat(3, 1, 1, 1)
+    padded = F.pad(x, (1, 1, 1, 1), mode="constant" if padding == "zeros" else padding)
+    expected = F.conv2d(padded, kernels, groups=3)
+    gx, gy = sobel(x, padding)
+    torch.testing.assert_close(gx, expected[:, 0::2], atol=1e-12, rtol=0)
+    torch.testing.assert_close(gy, expected[:, 1::2], atol=1e-12, rtol=0)

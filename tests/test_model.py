@@ -77,3 +77,20 @@ def test_deform_mlp_starts_at_identity():
     d_pos, d_quat, d_ls = mlp(torch.randn(5, 8), torch.randn(5, 3), torch.randn(2, 19))
     assert d_pos.shape == (2, 5, 3) and torch.all(d_pos == 0) and torch.all(d_ls == 0)
     assert torch.allclose(d_quat, torch.tensor([1.0, 0, 0, 0]).expand(2, 5, 4))
+
+
+def test_deform_mlp_split_first_layer_equals_the_concatenated_input():
+    """DeformMLP computes its first layer as per-Gaussian + per-frame parts: the same as on [latent, pos, expr]."""
+    from reflect.model.config import DeformConfig
+    from reflect.model.deform import DeformMLP
+
+    torch.manual_seed(0)
+    mlp = DeformMLP(DeformConfig(hidden=16, layers=2, expr_dims=4), latent_dim=5).double()
+    torch.nn.init.normal_(mlp.head.weight)  # the head starts at zero; make the outputs depend on the trunk
+    latents, means, expr = torch.randn(30, 5).double(), torch.randn(30, 3).double(), torch.randn(3, 4 + 9).double()
+    d_pos, d_quat, d_logscale = mlp(latents, means, expr)
+    x = torch.cat([torch.cat([latents, means * 10.0], -1).expand(3, 30, -1), expr[:, None].expand(3, 30, -1)], -1)
+    out = mlp.head(mlp.trunk(x))
+    torch.testing.assert_close(d_pos, out[..., :3] * mlp.offset_scale, atol=1e-12, rtol=0)
+    torch.testing.assert_close(d_quat, out[..., 3:7] + torch.tensor([1.0, 0, 0, 0]).double(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(d_logscale, out[..., 7:], atol=1e-12, rtol=0)

@@ -15,7 +15,7 @@ import torch
 from reflect.config import TrainConfig
 from reflect.losses import LossStack
 from reflect.losses.regularizers import knn_graph
-from reflect.metrics import LpipsMetric, psnr, ssim
+from reflect.metrics import LpipsMetric, psnr, ssim_full_and_masked
 from reflect.model import GaussianAvatar
 
 
@@ -133,9 +133,10 @@ class AvatarModule(pl.LightningModule):
                                                     "ssim_masked": [], "lpips": []})
         buf["frame_id"] += list(batch["frame_id"])
         buf["psnr"] += psnr(pred, target).tolist()
-        buf["ssim"] += ssim(pred, target).tolist()
+        ssim_full, ssim_masked = ssim_full_and_masked(pred, target, mask)
+        buf["ssim"] += ssim_full.tolist()
         buf["psnr_masked"] += psnr(pred, target, mask=mask).tolist()
-        buf["ssim_masked"] += ssim(pred, target, mask=mask).tolist()
+        buf["ssim_masked"] += ssim_masked.tolist()
         for name, region in batch.get("regions", {}).items():
             buf.setdefault(f"psnr_{name}", []).extend(region_psnr(pred, target, region))
         lp = self.lpips_metric(pred, target) if self.lpips_metric.available else None

