@@ -238,6 +238,22 @@ def test_near_opaque_stacks_match_reference_gradients(backend: str) -> None:
         torch.testing.assert_close(g_b[k] / scale, g_r[k] / scale, atol=1e-8, rtol=0, msg=k)
 
 
+@pytest.mark.parametrize("bands", [2, 3, 5])
+def test_numba_row_bands_give_the_single_band_result(monkeypatch, bands: int) -> None:
+    """Splitting the rows into bands (one per thread) changes nothing but the order of gradient sums."""
+    from reflect.render import numba_backend
+
+    scene = random_scene(250, 2, 4, seed=13, dtype=torch.float64)
+    monkeypatch.setattr(numba_backend, "_bands", lambda height: 1)
+    img_1, a_1, _, g_1 = run(backend_fn("numba"), scene)
+    monkeypatch.setattr(numba_backend, "_bands", lambda height: bands)
+    img_b, a_b, _, g_b = run(backend_fn("numba"), scene)
+    torch.testing.assert_close(img_b, img_1, atol=1e-13, rtol=0)
+    torch.testing.assert_close(a_b, a_1, atol=1e-13, rtol=0)
+    for k in g_1:
+        torch.testing.assert_close(g_b[k], g_1[k], atol=1e-11, rtol=1e-11, msg=k)
+
+
 def test_numba_backend_errors_match_torch() -> None:
     scene = random_scene(50, 1, 3, seed=2)
     with pytest.raises(NotImplementedError, match="sh_degree"):

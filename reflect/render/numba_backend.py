@@ -23,7 +23,7 @@ from .torch_backend import rasterize_with
 
 @functools.lru_cache(maxsize=1)
 def numba_available() -> bool:
-    """Whether numba imports (it is an optional dependency of the CPU fast path)."""
+    """Whether numba imports: a declared dependency, but a missing or broken install falls back to torch."""
     try:
         import numba  # noqa: F401
     except Exception:  # a broken numba/llvmlite install means "use the torch backend"
@@ -104,11 +104,22 @@ def project_gaussians_numba(
     return Projection(means2d, conics, depths, radii, opac, valid)
 
 
-def _bands(height: int) -> int:
-    """Row bands per camera: one per numba thread (each band is one thread's work), at least 8 rows each."""
+def _follow_torch_threads() -> int:
+    """Set numba's thread count to torch's (capped at numba's pool) for this thread; return it.
+
+    Why: a process that limits torch's threads (a local worker of ``--workers``, given its share of the
+    cores) must not have numba start one thread per core behind its back.
+    """
     import numba
 
-    return max(1, min(numba.get_num_threads(), height // 8))
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
+def _bands(height: int) -> int:
+    """Row bands per camera: one per thread (each band is one thread's work), at least 8 rows each."""
+    return max(1, min(_follow_torch_threads(), height // 8))
 
 
 class _Composite(torch.autograd.Function):
@@ -142,6 +153,7 @@ class _Composite(torch.autograd.Function):
     def backward(ctx: Any, g_image: Tensor, g_trans: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         C = g_image.shape[0]
         need_feats = ctx.needs_input_grad[3]
+        _follow_torch_threads()
         g_means2d, g_conics, g_opac, g_feats = _kernels().composite_backward(
             *ctx.arrays, *ctx.layout, *ctx.pairs,
             _np(g_image.reshape(C, -1, g_image.shape[-1])), _np(g_trans.reshape(C, -1)), need_feats,
