@@ -184,6 +184,13 @@ def check_data(ablation) -> str:
     return f"data: {counts}, fingerprint {dataset_fingerprint(data)}"
 
 
+def print_machine_problems(problems: list[str]) -> None:
+    """Why this machine cannot run the ablation; nothing was (or will be) trained."""
+    console.print("[red]this machine cannot run the ablation as configured; nothing was trained:[/]")
+    for problem in problems:
+        console.print(f"  - {problem}", markup=False)
+
+
 def refresh_status_safely(runs_dir: str, reports_dir: str) -> None:
     """The roadmap pages after a run; a broken roadmap or sibling ablation file is reported, never fails the run."""
     from reflect.status import refresh_status
@@ -207,6 +214,7 @@ def mirror_summary(summary: dict, ablation, store) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reflect.ablate"):
+        from reflect.ablation.machine import machine_problems
         from reflect.ablation.runner import RunOptions, run_ablation, store_for
         from reflect.reports.ablation import write_ablation_report
         from reflect.reports.console import print_outcome
@@ -214,11 +222,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         opts = RunOptions(path=args.file, overrides=tuple(args.overrides), seeds=parse_seeds(args.seeds),
                           profile=args.profile, storage=args.storage, runs_dir=args.runs_dir,
                           gpus=tuple(g for g in args.gpus.split(",") if g) if args.gpus else None)
+        if args.workers < 1:
+            console.print(f"[red]--workers must be >= 1, got {args.workers}[/]")
+            return 2
         ablation = opts.load()
         store = store_for(ablation, args.runs_dir)
+        problems = machine_problems(ablation)
         if args.dry_run:
             print_plan(ablation, store)
             console.print(check_data(ablation))
+            if problems:
+                print_machine_problems(problems)
+                return 2
             if args.storage:
                 from reflect.ablation.study import open_storage, open_study
 
@@ -227,8 +242,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 console.print(f"storage: {args.storage} (reachable)")
             console.print("dry run: every arm's config is valid; nothing was trained.")
             return 0
-        if args.workers < 1:
-            console.print("[red]--workers must be >= 1[/]")
+        if problems:
+            print_machine_problems(problems)
             return 2
         if opts.gpus and len(opts.gpus) > args.workers:
             console.print(f"[yellow]--gpus lists {len(opts.gpus)} GPUs for {args.workers} worker(s): GPUs "

@@ -247,7 +247,16 @@ def test_every_written_decision_file_validates_on_both_profiles():
 
     roadmap = load_roadmap()
     written = [d for p in roadmap.phases for d in p.decisions if not d.planned]
-    assert len(written) >= 8
+    assert len(written) >= 12
+    confirmations = [ROOT / x["file"] for x in roadmap.not_to_do if x.get("file")]
+    assert len(confirmations) == 4  # TV, FFL alpha, adversarial from step 0, L1-only; DISTS has no file
+    for path in confirmations:
+        for profile in ("quick", "full"):
+            ablation = load_ablation(path, profile=profile)
+            assert len(ablation.citations) >= 2 and ablation.expected.source, path
+    # the whole library is on the roadmap: every ablation file is a decision or a confirmation
+    on_roadmap = {d.file.resolve() for p in roadmap.phases for d in p.decisions} | {p.resolve() for p in confirmations}
+    assert sorted(p.name for p in (ROOT / "ablations").glob("*.yaml") if p.resolve() not in on_roadmap) == []
     for d in written:
         if d.is_sweep:
             load_sweep(d.file)
@@ -285,3 +294,17 @@ def test_decision_status_reads_the_store_and_forecasts_from_measured_cost(tmp_pa
     assert status.state == "running" and status.verdicts["none"] == "worse" and status.verdicts["film"] == "inconclusive"
     # film (undecided) and the baseline still need seeds; none is decided and needs none
     assert 0 < status.forecast.trials <= 2 * 5 and status.forecast.trial_s == {"cpu (2 cores)": 40.0}
+
+
+def test_an_lpips_loss_without_weights_stops_the_dry_run_and_the_run(empty_hub, tmp_path, capsys):
+    """lpips_schedule needs LPIPS' backbone file: both the dry run and the run say so first, and train nothing."""
+    from reflect.ablate import main
+
+    args = [str(ROOT / "ablations" / "lpips_schedule.yaml"), "--runs-dir", str(tmp_path / "runs"),
+            "--reports-dir", str(tmp_path / "reports")]
+    assert main([*args, "--dry-run"]) == 2
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "cannot run the ablation" in out and "alexnet-owt-7be5be79.pth" in out and "'from_start', 'deferred'" in out
+    assert main(args) == 2
+    assert "nothing was trained" in capsys.readouterr().out
+    assert not (tmp_path / "runs" / "lpips_schedule" / "trials").exists()

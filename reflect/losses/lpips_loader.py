@@ -59,6 +59,15 @@ def _unavailable_message(net: str, looked_for: Path, explicit: bool) -> str:
             f"Nothing is downloaded; {how}.")
 
 
+def lpips_weights_problem(net: str = "alex", weights_path: Optional[str] = None) -> Optional[str]:
+    """Why ``load_lpips(net, weights_path)`` would fail for want of the backbone file (None: the file is there).
+
+    Cheap (no loading): for checks before any training starts, such as ``reflect.ablate --dry-run``.
+    """
+    path = Path(weights_path).expanduser() if weights_path is not None else hub_checkpoint_path(net)
+    return None if path.is_file() else _unavailable_message(net, path, explicit=weights_path is not None)
+
+
 def _load_backbone(model: "lpips.LPIPS", path: Path, net: str) -> None:
     """Copy a torchvision state dict's ``features.*`` into LPIPS' sliced backbone; every weight is required.
 
@@ -101,8 +110,9 @@ def load_lpips(net: str = "alex", weights_path: Optional[str] = None, pnet_rand:
     if pnet_rand and weights_path is not None:
         raise ValueError("load_lpips: pnet_rand=True asks for a random backbone; do not also pass weights_path")
     path = Path(weights_path).expanduser() if weights_path is not None else hub_checkpoint_path(net)
-    if not pnet_rand and not path.is_file():
-        raise LpipsUnavailable(_unavailable_message(net, path, explicit=weights_path is not None))
+    problem = None if pnet_rand else lpips_weights_problem(net, weights_path)
+    if problem:
+        raise LpipsUnavailable(problem)
 
     import lpips
 

@@ -94,7 +94,9 @@ def render_status_md(status: RoadmapStatus, roadmap: Roadmap) -> str:
                 if c.seeds_to_settle is not None:
                     extra += f"; ~{c.seeds_to_settle} seeds would settle it"
                 lines.append(f"  - {c.description}: **{c.state}** — {c.detail}{extra}")
-    lines += ["", "## What not to do", ""] + [f"- **{x.get('item')}** — {x.get('evidence')}" for x in roadmap.not_to_do]
+    lines += ["", "## What not to do", ""] + [
+        f"- **{x.get('item')}** — {x.get('evidence')}" + (f" (confirmed by `{x['file']}`)" if x.get("file") else "")
+        for x in roadmap.not_to_do]
     return "\n".join(lines) + "\n"
 
 
@@ -157,7 +159,9 @@ def render_status_html(status: RoadmapStatus, roadmap: Roadmap) -> str:
             body.append(f"<p><b>{esc(g.gate)}</b> (<span class=\"state-{g.state}\">{esc(g.state)}</span>): "
                         f"{esc(g.text)}{source}</p>")
             body.append(table(["condition", "state", "evidence"], conds, raw_columns=(1, 2)))
-    body.append("<h2>What not to do</h2><ul>" + "".join(f"<li><b>{esc(x.get('item'))}</b> — {esc(x.get('evidence'))}</li>"
+    body.append("<h2>What not to do</h2><ul>" + "".join(f"<li><b>{esc(x.get('item'))}</b> — {esc(x.get('evidence'))}"
+                                                        + (f" (confirmed by <code>{esc(x['file'])}</code>)" if x.get("file") else "")
+                                                        + "</li>"
                                                         for x in roadmap.not_to_do) + "</ul>")
     body.append("<h2>References</h2>" + table(["paper", "venue", "contribution", "PSNR or latency", "setting"],
                                               [[r.get("paper"), r.get("venue"), r.get("contribution"), r.get("psnr"),

@@ -299,5 +299,12 @@ def load_roadmap(path: str | Path = DEFAULT_ROADMAP) -> Roadmap:
                 if isinstance(c, DecisionCondition) and c.decision not in ids:
                     raise r.fail(f"phases[{i}].gates[{j}].conditions[{k}].decision",
                                  f"no decision with id {c.decision!r} in this roadmap")
+    not_to_do = []
+    for i, item in enumerate(r.items(top.get("not_to_do"), "not_to_do")):
+        key = f"not_to_do[{i}]"
+        item = r.mapping(item, key, ("item", "evidence", "file"), ("item", "evidence"))
+        if "file" in item and not (path.parent / str(item["file"])).is_file():
+            raise r.fail(f"{key}.file", f"{item['file']} does not exist (the ablation that confirms the item)")
+        not_to_do.append({k: str(v) for k, v in item.items()})
     return Roadmap(path, str(top["name"]), str(top.get("title", top["name"])), tuple(ladder), tuple(phases),
-                   tuple(top.get("not_to_do") or ()), tuple(top.get("references") or ()))
+                   tuple(not_to_do), tuple(top.get("references") or ()))
