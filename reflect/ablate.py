@@ -42,6 +42,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--retry-failed", action="store_true",
                    help="run the plan's failed trials again (after fixing their cause); failed trials otherwise "
                         "count as finished, against their arm")
+    p.add_argument("--rerun", action="store_true",
+                   help="train every trial of the plan again from scratch (after a code change that affects "
+                        "training); old records and checkpoints are kept under retried/")
     # intermixed: options and key=value overrides in any order (plain parse_args rejects overrides after an
     # option on Python < 3.12, cpython#59317)
     return p.parse_intermixed_args(argv)
@@ -222,6 +225,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         opts = RunOptions(path=args.file, overrides=tuple(args.overrides), seeds=parse_seeds(args.seeds),
                           profile=args.profile, storage=args.storage, runs_dir=args.runs_dir,
                           gpus=tuple(g for g in args.gpus.split(",") if g) if args.gpus else None)
+        if args.rerun and args.retry_failed:
+            console.print("[red]--rerun retrains every trial; --retry-failed only the failed ones: give one[/]")
+            return 2
         if args.workers < 1:
             console.print(f"[red]--workers must be >= 1, got {args.workers}[/]")
             return 2
@@ -249,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             console.print(f"[yellow]--gpus lists {len(opts.gpus)} GPUs for {args.workers} worker(s): GPUs "
                           f"{', '.join(opts.gpus[args.workers:])} stay idle (use --workers {len(opts.gpus)})[/]")
         live = Live(LiveStatus(ablation, store), console=console, refresh_per_second=2, transient=False)
-        run_ablation(opts, workers=args.workers, display=live, retry_failed=args.retry_failed)
+        run_ablation(opts, workers=args.workers, display=live, retry_failed=args.retry_failed, rerun=args.rerun)
         summary = write_ablation_report(ablation, store, args.reports_dir)
         outcome = print_outcome(summary, Path(args.reports_dir) / ablation.name)
         mirror_summary(summary, ablation, store)

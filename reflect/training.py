@@ -18,10 +18,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
 
+from reflect.code_version import current_code_version
 from reflect.config import TrainConfig
 from reflect.config_loading import to_plain_dict
 from reflect.data import load_splits
 from reflect.lightning.datamodule import AvatarDataModule
+from reflect.lightning.interrupts import StopOnSignal
 from reflect.lightning.module import AvatarModule
 from reflect.render import resolve_backend
 
@@ -43,6 +45,8 @@ class TrainResult:
     lpips_reason: Optional[str]  # why unavailable (the file it looked for), else None
     resolution: tuple[int, int]
     resumed_from_step: int = 0
+    # the code versions that trained the weights, oldest first (more than one: resumed across a code change)
+    code_versions: list[str] = field(default_factory=list)
     render_backend: str = "torch"  # the backend that actually rendered ("auto" resolved on the run's device)
     # per evaluation (the latest eval.per_frame_history of them): {"step": s, "splits": {split: per-frame}}
     per_frame_history: list[dict[str, Any]] = field(default_factory=list)
@@ -62,8 +66,22 @@ def _quiet_lightning() -> None:
 
 
 def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger: Any = None,
-          callbacks: Sequence[Callback] = (), progress: Optional[bool] = None) -> TrainResult:
-    """Train ``cfg`` in ``workdir``; raises DatasetError / DivergenceError / LpipsUnavailable on bad input."""
+          callbacks: Sequence[Callback] = (), progress: Optional[bool] = None,
+          code_version: Optional[str] = None) -> TrainResult:
+    """Train ``cfg`` in ``workdir``; raises DatasetError / DivergenceError / LpipsUnavailable on bad input.
+
+    Args:
+        cfg: the validated training config.
+        workdir: checkpoints go to ``<workdir>/checkpoints/``; a rerun resumes from ``last.ckpt``.
+        resume: False starts over even when a checkpoint exists.
+        logger: a Lightning logger (W&B) or None.
+        callbacks: extra Lightning callbacks.
+        progress: show the progress bar (default: ``cfg.trainer.progress_bar``).
+        code_version: the code version stamped into checkpoints (default: this checkout's git state).
+    Returns:
+        A TrainResult. Its ``wall_time_s`` is the training's over all segments (a resumed run adds to the
+        checkpoint's), and ``code_versions`` lists every code version that trained the weights.
+    """
     _quiet_lightning()
     workdir = Path(workdir)
     ckpt_dir = workdir / "checkpoints"
@@ -80,7 +98,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     last = ckpt_dir / LAST_CHECKPOINT
     ckpt_path, resumed_from = _usable_checkpoint(last) if resume else (None, 0)
     show_progress = cfg.trainer.progress_bar if progress is None else progress
+    stopper = StopOnSignal(last)
     cbs: list[Callback] = [
+        stopper,
         ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                         every_n_train_steps=cfg.trainer.checkpoint_every),
         *callbacks,
@@ -101,21 +121,31 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         enable_model_summary=False,
         default_root_dir=str(workdir),
     )
+    module.code_version = code_version if code_version is not None else current_code_version()
     start = time.perf_counter()
+    module.segment_start = start
+    stopper.install()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except SystemExit:
         if trainer.interrupted:
             # Lightning turns Ctrl-C into sys.exit(1) after its graceful stop and leaves SIGINT ignored; give
-            # callers (the CLIs' "interrupted, rerun to resume" message, the ablation runner) the interrupt back.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # callers (the CLIs' "interrupted, rerun to resume" message, the ablation runner) the interrupt back:
+            # TrainingInterrupted when StopOnSignal checkpointed the step, else a plain KeyboardInterrupt.
+            stopper.restore()
+            if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            if stopper.stopped is not None:
+                raise stopper.stopped from None
             raise KeyboardInterrupt from None
         raise
+    finally:
+        stopper.restore()
     if not module.eval_history or module.eval_history[-1]["step"] != module.global_step:
         # Always end on an evaluation of the final weights, and keep it in the checkpoint.
         trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.save_checkpoint(last)
-    wall = time.perf_counter() - start
+    wall = module.total_wall_s()
     if logger is not None:
         _log_samples(logger, module)
     renders = save_renders(workdir, module)
@@ -133,6 +163,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         lpips_reason=None if module.lpips_metric.available else module.lpips_metric.reason,
         resolution=(train_set.width, train_set.height),
         resumed_from_step=resumed_from,
+        code_versions=module.segment_code_versions(),
         renders=renders,
         extra={"config": to_plain_dict(cfg)},
     )

@@ -97,11 +97,37 @@ def test_end_to_end_then_rerun_trains_nothing(tmp_path, monkeypatch):
     # A trial reused from another code version is named in the report, never silently mixed in.
     assert "code versions" not in report and len(summary["code_versions"]) == 1
     old = next(iter(records.values()))
-    old.provenance = {**old.provenance, "git_commit": "0ld0c0de", "git_dirty": False}
+    current = old.code_version
+    assert old.code_versions == [current]  # the versions that trained its weights: just this one
+    old.provenance = {**old.provenance, "git_commit": "0ld0c0de", "git_dirty": False, "trained_by": ["0ld0c0de"]}
     store.write(old)
     summary = write_ablation_report(ablation, store, tmp_path / "reports")
     assert "0ld0c0de" in summary["code_versions"] and len(summary["code_versions"]) == 2
     assert "ran on 2 code versions" in (tmp_path / "reports" / "tiny_abl" / "report.md").read_text()
+
+    # Deleting a record after a code change resumes its finished checkpoint: the record must still say which
+    # code trained the weights (both versions), not relabel the old numbers with the new commit.
+    monkeypatch.undo()  # training allowed again
+    import reflect.ablation.runner as runner
+
+    monkeypatch.setattr(runner, "git_state", lambda: ("n3wc0de", False))
+    victim = next(r for r in store.records() if r.key != old.key)
+    store.record_path(victim.key).unlink()
+    run_ablation(opts)
+    resumed = store.get(victim.key)
+    assert resumed.status == "complete" and resumed.code_version == "n3wc0de"
+    assert resumed.code_versions == [current, "n3wc0de"]
+    assert resumed.eval_history == victim.eval_history  # nothing retrained: the old curve, honestly labelled
+    assert resumed.wall_time_s >= victim.wall_time_s  # the training's time over both segments, not the rerun's
+    summary = write_ablation_report(ablation, store, tmp_path / "reports")
+    assert {current, "n3wc0de"} <= set(summary["code_versions"])
+
+    # --rerun trains the whole plan again from scratch; the old records and checkpoints are set aside, not lost.
+    run_ablation(opts, rerun=True)
+    fresh = {r.key: r for r in store.records()}
+    assert len(fresh) == 4 and all(r.status == "complete" and r.code_versions == ["n3wc0de"] for r in fresh.values())
+    assert len(list((store.trials_dir / "retried").glob("*.json"))) == 4
+    assert len([p for p in (store.workdir(victim.key).parent / "retried").iterdir() if p.is_dir()]) == 4
 
 
 def test_diverging_arm_fails_while_others_complete(tmp_path):
@@ -210,3 +236,30 @@ def test_a_wandb_mirror_failure_does_not_fail_the_trial(tmp_path, monkeypatch, w
     assert record.status == "complete" and record.windowed_metric is not None
     assert record.wandb_error == "RuntimeError: W&B is down"
     assert store.get(record.key).status == "complete"
+
+
+def test_sigterm_records_the_trial_as_interrupted_and_the_next_run_resumes_it(tmp_path):
+    import signal
+
+    from pytorch_lightning.callbacks import Callback
+
+    from reflect.ablation.runner import run_trial
+    from reflect.ablation.spec import load_ablation
+
+    class TermAt(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    opts = opts_for(tmp_path, write_ablation(tmp_path, name="term_abl"))
+    ablation = opts.load()
+    store = store_for(ablation, opts.runs_dir)
+    planned = plan_trials(ablation)[0]
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(ablation, planned, store, callbacks=[TermAt()])
+    record = store.get(planned.key)
+    assert record.status == "interrupted" and "SIGTERM after step 2" in record.failure_reason
+    done = run_trial(ablation, planned, store)
+    assert done.status == "complete" and done.steps == 6
+    assert [h["step"] for h in done.eval_history] == [3, 6]
+    assert done.provenance["trained_by"] == [record.code_version]

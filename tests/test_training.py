@@ -1,5 +1,6 @@
 """Training the avatar: the loss goes down, resume is exact, configs fail clearly."""
 import pytest
+import torch
 from pytorch_lightning.callbacks import Callback
 
 from reflect.config import config_hash, load_train_config
@@ -163,3 +164,53 @@ def test_numba_and_torch_backends_train_the_same_curve(tmp_path, tiny_overrides)
     for a, b in zip(results["torch"].eval_history, results["numba"].eval_history):
         assert b["val/psnr"] == pytest.approx(a["val/psnr"], abs=0.01)
         assert b["test/psnr"] == pytest.approx(a["test/psnr"], abs=0.01)
+
+
+def test_a_resume_keeps_the_code_versions_and_the_wall_time_of_earlier_segments(tmp_path, tiny_overrides):
+    cfg = load_train_config("quick", tiny_overrides + ["trainer.max_steps=8", "trainer.eval_every=4",
+                                                       "trainer.checkpoint_every=4"])
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "run", callbacks=[CrashAfter(6)], code_version="aaaa")
+    first_segment = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["reflect"]
+    assert first_segment["trained_by"] == ["aaaa"] and first_segment["train_wall_s"] > 0
+    resumed = train(cfg, tmp_path / "run", code_version="bbbb")
+    assert resumed.resumed_from_step == 4 and resumed.code_versions == ["aaaa", "bbbb"]
+    assert resumed.wall_time_s > first_segment["train_wall_s"]
+    again = train(cfg, tmp_path / "run", code_version="bbbb")  # finished: nothing trains, nothing is forgotten
+    assert again.code_versions == ["aaaa", "bbbb"] and again.wall_time_s >= resumed.wall_time_s
+
+
+class SignalAt(Callback):
+    """Sends this process a signal once step ``n`` has finished (what `kill` or a scheduler does)."""
+
+    def __init__(self, n, signum):
+        self.n, self.signum, self.sent = n, signum, False
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step >= self.n and not self.sent:
+            self.sent = True
+            import os
+
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_at_the_step_with_a_checkpoint_of_it(tmp_path, tiny_overrides, signame):
+    """SIGTERM/SIGINT: the step finishes, last.ckpt holds it (not the periodic one before), and a rerun resumes there."""
+    import signal
+
+    from reflect.lightning.interrupts import TrainingInterrupted
+
+    cfg = load_train_config("quick", tiny_overrides + ["trainer.max_steps=8", "trainer.checkpoint_every=3"])
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(TrainingInterrupted) as stop:
+        # the signal lands in our callback after step 4: Lightning's SIGTERM stop acts at the end of that same
+        # step, StopOnSignal (whose hook for step 4 has already run) at the end of the next
+        train(cfg, tmp_path / "run", callbacks=[SignalAt(4, getattr(signal, signame))])
+    step = {"SIGTERM": 4, "SIGINT": 5}[signame]
+    assert stop.value.signal_name == signame and stop.value.step == step
+    assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == step  # not the periodic one at step 3: nothing finished is lost
+    resumed = train(cfg, tmp_path / "run")
+    assert resumed.resumed_from_step == step and resumed.steps == 8

@@ -12,7 +12,6 @@ import multiprocessing as mp
 import os
 import platform
 import socket
-import subprocess
 import time
 import traceback
 from contextlib import contextmanager
@@ -27,8 +26,9 @@ from pytorch_lightning.callbacks import Callback
 
 from reflect.ablation.plan import PlannedTrial, plan_trials
 from reflect.ablation.spec import Ablation, load_ablation
+from reflect.code_version import git_state
 from reflect.config import TrainConfig
-from reflect.ablation.store import COMPLETE, FAILED, PRUNED, RUNNING, ResultsStore, TrialRecord
+from reflect.ablation.store import COMPLETE, FAILED, INTERRUPTED, PRUNED, RUNNING, ResultsStore, TrialRecord
 from reflect.ablation.study import KEY_ATTR, describe_study, has_waiting, mark_failed, open_storage, open_study
 from reflect.config_loading import to_plain_dict
 from reflect.analysis.windows import windowed
@@ -130,13 +130,7 @@ class StoreHeartbeat(Callback):
 
 def provenance() -> dict[str, Any]:
     """Where a number came from: code version, packages, machine."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
+    commit, dirty = git_state()
     versions = {}
     for pkg in ("reflect", "torch", "gsplat", "pytorch-lightning", "optuna", "lpips", "wandb"):
         try:
@@ -203,7 +197,7 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
         with store.heartbeat(record):
             result = train(p.config, store.workdir(p.key), resume=True, logger=logger,
                            callbacks=[StoreHeartbeat(store, record, ablation.metric.name), *callbacks],
-                           progress=False)
+                           progress=False, code_version=record.code_version)
         value = windowed(result.eval_history, ablation.metric.name, ablation.metric.window)
         record.eval_history, record.train_history = result.eval_history, result.train_history
         record.per_frame, record.parameter_counts = result.per_frame, result.parameter_counts
@@ -211,6 +205,9 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
         record.renders = result.renders
         record.wall_time_s, record.steps, record.checkpoint = result.wall_time_s, result.steps, result.checkpoint
         record.protocol = evaluation_protocol(p.config, result)
+        # the versions that trained these weights: a checkpoint resumed across a code change shows both, so the
+        # report's "ran on several code versions" warning cannot be lost by deleting a record
+        record.provenance = {**record.provenance, "trained_by": list(result.code_versions)}
         record.windowed_metric = value
         if value is None or not math.isfinite(value):
             record.status, record.failure_reason = FAILED, f"no finite {ablation.metric.name} was evaluated"
@@ -223,6 +220,14 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
                 record.wandb_error = f"{type(exc).__name__}: {exc}"
     except optuna.TrialPruned as exc:
         record.status, record.failure_reason = PRUNED, f"pruned: {exc}"
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: record it honestly, then stop like the user asked
+        from reflect.lightning.interrupts import TrainingInterrupted
+
+        record.status = INTERRUPTED
+        record.failure_reason = (f"interrupted by {exc.signal_name} after step {exc.step}; its checkpoint is kept "
+                                 "and the next run resumes it" if isinstance(exc, TrainingInterrupted) else
+                                 "interrupted; the next run resumes it from its last periodic checkpoint")
+        raise
     except Exception as exc:  # noqa: BLE001 - a trial's failure must not stop the others
         record.status = FAILED
         record.failure_reason = f"{type(exc).__name__}: {exc}"
@@ -352,8 +357,26 @@ def _worker_entry(opts: RunOptions) -> None:
     worker_loop(opts)
 
 
+def set_aside(store: ResultsStore, key: str, with_work: bool) -> None:
+    """Move a trial's record (and with ``with_work`` its work folder: checkpoints) under ``retried/``.
+
+    Nothing is deleted: the old record keeps its curves and failure reason, the old checkpoint its weights;
+    the trial then trains again from scratch and writes a fresh record.
+    """
+    stamp = int(time.time())
+    kept = store.trials_dir / "retried" / f"{key}.{stamp}.json"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    if store.record_path(key).exists():
+        os.replace(store.record_path(key), kept)
+    work = store.workdir(key)
+    if with_work and work.exists():
+        target = work.parent / "retried" / f"{key}.{stamp}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work, target)
+
+
 def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = None,
-                 retry_failed: bool = False) -> Ablation:
+                 retry_failed: bool = False, rerun: bool = False) -> Ablation:
     """Run the ablation's seed design with ``workers`` processes (1 = in this process).
 
     A fixed design runs every (arm, seed) once. A sequential design runs look by look: the first look's seeds
@@ -361,6 +384,8 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
     and it stops when every arm is decided or the last look is taken. Trials already complete are never rerun.
     A failed trial counts as finished (and against its arm); ``retry_failed`` runs the plan's failed trials again
     first (after fixing what made them fail: retrying only some, after seeing the verdicts, would bias them).
+    ``rerun`` trains every trial of the plan again from scratch (after a code change that affects training):
+    records and checkpoints are set aside under ``retried/``, never deleted.
     """
     from reflect.analysis.verdicts import analyze
 
@@ -376,12 +401,14 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
                                                  "arms": list(ablation.arms), "baseline": ablation.baseline,
                                                  "design": ablation.design.describe()})
     attempted: set[str] = set()
-    if retry_failed:
-        failed = [p for p in full_plan if (rec := store.get(p.key)) is not None and rec.status in (FAILED, PRUNED)]
-        for p in failed:  # kept (with its failure reason) under trials/retried/; the retry writes a fresh record
-            kept = store.trials_dir / "retried" / f"{p.key}.{int(time.time())}.json"
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(store.record_path(p.key), kept)
+    if rerun:
+        for p in full_plan:
+            if store.get(p.key) is not None or store.workdir(p.key).exists():
+                set_aside(store, p.key, with_work=True)
+    elif retry_failed:
+        for p in full_plan:  # kept (with its failure reason) under trials/retried/; the retry writes a fresh record
+            if (rec := store.get(p.key)) is not None and rec.status in (FAILED, PRUNED):
+                set_aside(store, p.key, with_work=False)
     with display or _null():
         while True:
             wanted = analyze(ablation, store.records()).trials_to_run()

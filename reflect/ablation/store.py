@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 COMPLETE, FAILED, PRUNED, RUNNING = "complete", "failed", "pruned", "running"
-STATUSES = (COMPLETE, FAILED, PRUNED, RUNNING)
+# stopped by SIGINT/SIGTERM (its checkpoint kept): not finished, so the next run resumes it
+INTERRUPTED = "interrupted"
+STATUSES = (COMPLETE, FAILED, PRUNED, RUNNING, INTERRUPTED)
 # A running record whose heartbeat is older than this (and whose process cannot be
 # checked because it lives on another machine) is considered dead.
 STALE_AFTER_S = 180.0
@@ -78,6 +80,15 @@ class TrialRecord:
         if not self.provenance:
             return None
         return f"{self.provenance.get('git_commit')}{' (dirty)' if self.provenance.get('git_dirty') else ''}"
+
+    @property
+    def code_versions(self) -> list[str]:
+        """Every code version that trained this trial's weights, oldest first (a resumed checkpoint carries
+        the versions of its earlier segments); ``[code_version]`` for records without that history."""
+        trained_by = (self.provenance or {}).get("trained_by")
+        if trained_by:
+            return [str(v) for v in trained_by]
+        return [self.code_version] if self.code_version else []
 
 
 def trial_key(arm: str, seed: int, config_hash: str) -> str:

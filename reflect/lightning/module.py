@@ -49,6 +49,12 @@ class AvatarModule(pl.LightningModule):
         self.last_per_frame: dict[str, dict[str, list]] = {}
         self.per_frame_history: list[dict[str, Any]] = []  # the latest eval.per_frame_history evaluations
         self.train_history: list[dict[str, float]] = []
+        # Provenance carried in the checkpoint across resumes: the code versions that trained these weights
+        # (oldest first) and the training wall time of the earlier segments, up to the checkpoint.
+        self.code_version: Optional[str] = None  # this segment's; set by the trainer before fit
+        self.trained_by: list[str] = []
+        self.previous_wall_s = 0.0
+        self.segment_start: Optional[float] = None
         self._eval_buffers: dict[str, dict[str, list]] = {}
         self.sample_images: list[tuple[str, torch.Tensor]] = []
 
@@ -198,7 +204,23 @@ class AvatarModule(pl.LightningModule):
             "last_per_frame": self.last_per_frame,
             "per_frame_history": self.per_frame_history,
             "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
+            "trained_by": self.segment_code_versions(),
+            "train_wall_s": self.total_wall_s(),
         }
+
+    def segment_code_versions(self) -> list[str]:
+        """The code versions that trained the current weights: the checkpoint's, then this segment's."""
+        versions = list(self.trained_by)
+        if self.code_version and (not versions or versions[-1] != self.code_version):
+            versions.append(self.code_version)
+        return versions
+
+    def total_wall_s(self) -> float:
+        """Training wall time over all segments: the checkpoint's earlier segments plus this one so far."""
+        import time
+
+        running = time.perf_counter() - self.segment_start if self.segment_start is not None else 0.0
+        return self.previous_wall_s + running
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("reflect", {})
@@ -206,6 +228,8 @@ class AvatarModule(pl.LightningModule):
         self.train_history = list(state.get("train_history", []))
         self.last_per_frame = dict(state.get("last_per_frame", {}))
         self.per_frame_history = list(state.get("per_frame_history", []))
+        self.trained_by = [str(v) for v in state.get("trained_by", [])]
+        self.previous_wall_s = float(state.get("train_wall_s", 0.0))
         if self.disc_optimizer is not None and state.get("disc_optimizer"):
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
 

@@ -136,7 +136,7 @@ def build_summary(ablation: Ablation, analysis: AblationAnalysis, records: list[
         "provenance": next((r.provenance for r in complete), {}),
         # Trials are identified by config and seed, not by code version, so a rerun after a code change
         # reuses older trials: every commit the compared numbers came from is listed (and warned about).
-        "code_versions": sorted({r.code_version for r in compared if r.provenance}),
+        "code_versions": sorted({v for r in compared for v in r.code_versions}),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return _round_trip(summary)
