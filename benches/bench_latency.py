@@ -26,7 +26,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reflect.ablation.runner import device_kind, provenance  # noqa: E402
+from reflect.ablation.execute import device_kind, provenance  # noqa: E402
 from reflect.model.config import DecoderConfig  # noqa: E402
 from reflect.model.decoder import ScreenSpaceDecoder, conditioning_dims  # noqa: E402
 from reflect.roadmap.fleet import BENCHMARKS_DIR, LATENCY_FILE  # noqa: E402

@@ -35,7 +35,7 @@ from reflect.data import load_splits  # noqa: E402
 from reflect.lightning.datamodule import AvatarDataModule  # noqa: E402
 from reflect.lightning.module import AvatarModule  # noqa: E402
 from reflect.model.decoder import conditioning_dims  # noqa: E402
-from reflect.render import BACKENDS, backend_stages, numba_available, resolve_backend  # noqa: E402
+from reflect.render import BACKENDS, backend_stages, numba_available  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -60,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             best = best_group(load_fleet([args.runs_dir]), "val/psnr", 20)
             trials = tuple(r.key for r in best.group.records) if best else ()
-        from reflect.ablation.runner import provenance
+        from reflect.ablation.execute import provenance
 
         prov = provenance()
         version = f"{prov['git_commit']}{' (dirty)' if prov.get('git_dirty') else ''}"

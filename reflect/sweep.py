@@ -185,7 +185,9 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
     several workers share the budget through the storage, and none trains a configuration another has."""
     from optuna.trial import TrialState
 
-    from reflect.ablation.runner import PlannedTrial, _file_lock as file_lock, run_trial
+    from reflect.ablation.execute import run_trial
+    from reflect.ablation.plan import PlannedTrial
+    from reflect.ablation.queue import file_lock
     from reflect.ablation.store import COMPLETE, PRUNED, RUNNING, ResultsStore, TrialRecord
     from reflect.ablation.study import open_storage
     from reflect.config import config_hash

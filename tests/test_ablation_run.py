@@ -108,9 +108,9 @@ def test_end_to_end_then_rerun_trains_nothing(tmp_path, monkeypatch):
     # Deleting a record after a code change resumes its finished checkpoint: the record must still say which
     # code trained the weights (both versions), not relabel the old numbers with the new commit.
     monkeypatch.undo()  # training allowed again
-    import reflect.ablation.runner as runner
+    import reflect.ablation.execute as execute
 
-    monkeypatch.setattr(runner, "git_state", lambda: ("n3wc0de", False))
+    monkeypatch.setattr(execute, "git_state", lambda: ("n3wc0de", False))
     victim = next(r for r in store.records() if r.key != old.key)
     store.record_path(victim.key).unlink()
     run_ablation(opts)
@@ -187,7 +187,7 @@ def test_two_workers_never_run_the_same_trial(tmp_path):
 
 def test_trials_queued_by_an_earlier_plan_are_dropped_not_crashed_on(tmp_path):
     """Queue seeds 0-2 (as an earlier `--seeds 3` run would), then run with seeds 0,1: seed 2 is failed off."""
-    from reflect.ablation.runner import sync_queue
+    from reflect.ablation.queue import sync_queue
 
     path = write_ablation(tmp_path, "replanned")
     earlier = RunOptions(path=str(path), overrides=tuple(TINY), runs_dir=str(tmp_path / "runs"), seeds=(2, 0, 1))
@@ -216,7 +216,7 @@ class _NoRun:
 
 @pytest.mark.parametrize("where", ["start", "final"])
 def test_a_wandb_mirror_failure_does_not_fail_the_trial(tmp_path, monkeypatch, where):
-    import reflect.ablation.runner as runner
+    import reflect.ablation.execute as execute
     import reflect.tracking
 
     def broken(*a, **k):
@@ -225,14 +225,14 @@ def test_a_wandb_mirror_failure_does_not_fail_the_trial(tmp_path, monkeypatch, w
     if where == "start":
         monkeypatch.setattr(reflect.tracking, "make_wandb_logger", lambda *a, **k: _NoRun())
     else:
-        monkeypatch.setattr(runner, "_mirror_final", broken)
+        monkeypatch.setattr(execute, "_mirror_final", broken)
     opts = RunOptions(path=str(write_ablation(tmp_path, "mirror")), overrides=(*TINY, "tracking.wandb=true"),
                       runs_dir=str(tmp_path / "runs"), seeds=(0,))
     abl = opts.load()
     store = store_for(abl, opts.runs_dir)
     expect = pytest.warns(RuntimeWarning, match="W&B run could not start") if where == "start" else nullcontext()
     with expect:
-        record = runner.run_trial(abl, plan_trials(abl)[0], store)
+        record = execute.run_trial(abl, plan_trials(abl)[0], store)
     assert record.status == "complete" and record.windowed_metric is not None
     assert record.wandb_error == "RuntimeError: W&B is down"
     assert store.get(record.key).status == "complete"
@@ -243,8 +243,7 @@ def test_sigterm_records_the_trial_as_interrupted_and_the_next_run_resumes_it(tm
 
     from pytorch_lightning.callbacks import Callback
 
-    from reflect.ablation.runner import run_trial
-    from reflect.ablation.spec import load_ablation
+    from reflect.ablation.execute import run_trial
 
     class TermAt(Callback):
         def on_train_batch_end(self, trainer, *args):

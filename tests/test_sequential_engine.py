@@ -113,7 +113,7 @@ def test_another_plan_is_adopted_when_idle_and_refused_while_live(tmp_path):
     import subprocess
     import socket
 
-    from reflect.ablation.runner import PLAN_ATTR, check_plan
+    from reflect.ablation.queue import PLAN_ATTR, check_plan
     from reflect.ablation.spec import load_ablation
     from reflect.ablation.plan import plan_trials
     from reflect.ablation.store import ResultsStore, TrialRecord

@@ -69,7 +69,8 @@ def test_cli_dry_run(tmp_path):
 
 
 def test_pruned_trial_is_recorded_as_pruned(tmp_path):
-    from reflect.ablation.runner import PlannedTrial, run_trial
+    from reflect.ablation.execute import run_trial
+    from reflect.ablation.plan import PlannedTrial
     from reflect.config import config_hash, load_train_config
     from reflect.sweep import StepPruningCallback
 

@@ -1,0 +1,202 @@
+"""Execute one trial: train it, and record everything a verdict will rest on.
+
+``run_trial`` writes the RUNNING record, trains (resuming the trial's checkpoint), and turns the outcome
+into a COMPLETE, FAILED, PRUNED or INTERRUPTED record with curves, per-frame metrics, provenance (the code
+versions that trained the weights) and the evaluation protocol; W&B is a mirror whose failure never
+changes the record. ``StoreHeartbeat`` keeps a live trial's record fresh for the queue's liveness checks.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import time
+import traceback
+from importlib import metadata
+from typing import Any, Optional, Sequence
+
+import optuna
+from pytorch_lightning.callbacks import Callback
+
+from reflect.ablation.plan import PlannedTrial
+from reflect.ablation.spec import Ablation
+from reflect.ablation.store import COMPLETE, FAILED, INTERRUPTED, PRUNED, RUNNING, ResultsStore, TrialRecord
+from reflect.analysis.windows import windowed
+from reflect.code_version import git_state
+from reflect.config import TrainConfig
+from reflect.config_loading import to_plain_dict
+
+
+class StoreHeartbeat(Callback):
+    """Keeps the running record's progress and heartbeat fresh (live display, stale detection)."""
+
+    def __init__(self, store: ResultsStore, record: TrialRecord, metric: str, every_s: float = 2.0):
+        self.store, self.record, self.metric, self.every_s = store, record, metric, every_s
+        self._last = 0.0
+
+    def _beat(self, trainer, pl_module, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        last_eval = pl_module.eval_history[-1] if pl_module.eval_history else {}
+        self.record.progress = {"step": int(trainer.global_step), "max_steps": int(trainer.max_steps),
+                                "metric": last_eval.get(self.metric)}
+        self.store.write(self.record)
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self._beat(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._beat(trainer, pl_module, force=True)
+
+
+def provenance() -> dict[str, Any]:
+    """Where a number came from: code version, packages, machine."""
+    commit, dirty = git_state()
+    versions = {}
+    for pkg in ("reflect", "torch", "gsplat", "pytorch-lightning", "optuna", "lpips", "wandb"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"git_commit": commit, "git_dirty": dirty, "packages": versions, "python": platform.python_version(),
+            "host": socket.gethostname(), "device": device_kind()}
+
+
+def device_kind() -> str:
+    """The kind of device trials run on here (the status page forecasts trial-hours per kind)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
+    """Pinned in every record: results are comparable only under the same protocol."""
+    from reflect.data import dataset_fingerprint
+
+    return {
+        "resolution": list(result.resolution),
+        "splits": list(cfg.eval.splits),
+        "background": list(cfg.data.background),
+        "eval_frame_ids": {s: v.get("frame_id", []) for s, v in result.per_frame.items()},
+        "lpips_net": cfg.eval.lpips_net,
+        "lpips": result.lpips_status,
+        "lpips_reason": result.lpips_reason,
+        "dataset_fingerprint": dataset_fingerprint(cfg.data),
+        "render_backend": result.render_backend,  # what ran, not what was asked ("auto")
+        "render_backend_requested": cfg.render.backend or "auto",
+    }
+
+
+def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_number: Optional[int] = None,
+              callbacks: Sequence[Callback] = ()) -> TrialRecord:
+    """Train one (arm, seed), recording it; failures become FAILED records, never exceptions.
+
+    ``ablation`` may be any study spec with ``name``, ``phase`` and ``metric`` (sweeps reuse this);
+    an ``optuna.TrialPruned`` raised by a pruning callback makes the record PRUNED.
+    """
+    from reflect.tracking import make_wandb_logger
+    from reflect.training import train
+
+    existing = store.get(p.key)
+    if existing is not None and existing.status == COMPLETE:
+        return existing
+    record = running_record(ablation, p, optuna_number, config=to_plain_dict(p.config), overrides=p.overrides,
+                             provenance=provenance())
+    store.write(record)
+    logger = None
+    try:
+        logger = make_wandb_logger(
+            p.config.tracking, name=f"{p.arm}-s{p.seed}", save_dir=store.root,
+            config={**record.config, "ablation": ablation.name, "arm": p.arm, "seed": p.seed,
+                    "config_hash": p.config_hash, "phase": ablation.phase},
+            group=ablation.name, job_type=p.arm, tags=[f"phase{ablation.phase}", ablation.name],
+            run_id=f"{ablation.name}-{p.key}",
+        )
+        logger = _start_mirror(logger, record)
+        with store.heartbeat(record):
+            result = train(p.config, store.workdir(p.key), resume=True, logger=logger,
+                           callbacks=[StoreHeartbeat(store, record, ablation.metric.name), *callbacks],
+                           progress=False, code_version=record.code_version)
+        value = windowed(result.eval_history, ablation.metric.name, ablation.metric.window)
+        record.eval_history, record.train_history = result.eval_history, result.train_history
+        record.per_frame, record.parameter_counts = result.per_frame, result.parameter_counts
+        record.per_frame_history = result.per_frame_history
+        record.renders = result.renders
+        record.wall_time_s, record.steps, record.checkpoint = result.wall_time_s, result.steps, result.checkpoint
+        record.protocol = evaluation_protocol(p.config, result)
+        # the versions that trained these weights: a checkpoint resumed across a code change shows both, so the
+        # report's "ran on several code versions" warning cannot be lost by deleting a record
+        record.provenance = {**record.provenance, "trained_by": list(result.code_versions)}
+        record.windowed_metric = value
+        if value is None or not math.isfinite(value):
+            record.status, record.failure_reason = FAILED, f"no finite {ablation.metric.name} was evaluated"
+        else:
+            record.status = COMPLETE
+        if logger is not None:
+            try:
+                _mirror_final(logger, ablation, record)
+            except Exception as exc:  # noqa: BLE001 - W&B is a mirror: its failure never changes the result
+                record.wandb_error = f"{type(exc).__name__}: {exc}"
+    except optuna.TrialPruned as exc:
+        record.status, record.failure_reason = PRUNED, f"pruned: {exc}"
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: record it honestly, then stop like the user asked
+        from reflect.lightning.interrupts import TrainingInterrupted
+
+        record.status = INTERRUPTED
+        record.failure_reason = (f"interrupted by {exc.signal_name} after step {exc.step}; its checkpoint is kept "
+                                 "and the next run resumes it" if isinstance(exc, TrainingInterrupted) else
+                                 "interrupted; the next run resumes it from its last periodic checkpoint")
+        raise
+    except Exception as exc:  # noqa: BLE001 - a trial's failure must not stop the others
+        record.status = FAILED
+        record.failure_reason = f"{type(exc).__name__}: {exc}"
+        record.progress = {**record.progress, "traceback": traceback.format_exc(limit=8)}
+    finally:
+        store.write(record)
+        if logger is not None:
+            try:
+                logger.experiment.finish(exit_code=0 if record.status == COMPLETE else 1)
+            except Exception:  # noqa: BLE001 - the mirror must never lose the store's record
+                pass
+    return record
+
+
+def running_record(ablation: Ablation, p: PlannedTrial, optuna_number: Optional[int], **fields: Any) -> TrialRecord:
+    """A RUNNING record of trial ``p``: the worker's claim (bare) or run_trial's (with config and provenance)."""
+    return TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash, status=RUNNING,
+                       metric_name=ablation.metric.name, metric_window=ablation.metric.window,
+                       optuna_trial=optuna_number, **fields)
+
+
+def _start_mirror(logger, record: TrialRecord):
+    """Start the W&B run before training: if W&B cannot start (bad settings, no disk, a server error), the
+    trial goes on without its mirror and the record says why; the results store is what counts."""
+    if logger is None:
+        return None
+    try:
+        logger.experiment  # noqa: B018 - the property creates the run
+        return logger
+    except Exception as exc:  # noqa: BLE001 - any W&B failure costs only the mirror
+        import warnings
+
+        record.wandb_error = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"{record.key}: W&B run could not start ({type(exc).__name__}: {exc}); training without it",
+                      RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _mirror_final(logger, ablation: Ablation, record: TrialRecord) -> None:
+    """Final per-frame metrics and the windowed metric into the W&B run."""
+    import wandb
+
+    run = logger.experiment
+    run.summary[f"{ablation.metric.name}_avg{ablation.metric.window}"] = record.windowed_metric
+    for split, frames in record.per_frame.items():
+        cols = [c for c in frames if frames[c] is not None]
+        rows = list(zip(*[frames[c] for c in cols]))
+        run.log({f"{split}/per_frame": wandb.Table(columns=cols, data=[list(r) for r in rows])})

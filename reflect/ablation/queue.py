@@ -1,0 +1,150 @@
+"""The trial queue on the Optuna study: what is enqueued, who claims what, and one plan per study.
+
+Each (arm, seed) of the plan is enqueued once; a worker claims the next queued trial and writes its
+RUNNING record under a file lock, so no two workers run one trial; a RUNNING study trial whose record is
+not live (a dead worker's) is enqueued again. ``check_plan`` keeps machines with different plans off one study.
+"""
+from __future__ import annotations
+
+import fcntl
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from reflect.ablation.execute import running_record
+from reflect.ablation.plan import PlannedTrial
+from reflect.ablation.spec import Ablation
+from reflect.ablation.store import COMPLETE, RUNNING, ResultsStore, TrialRecord
+from reflect.ablation.study import KEY_ATTR, has_waiting, mark_failed
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore, study: optuna.Study,
+               known: Optional[set[str]] = None) -> int:
+    """Enqueue every trial of ``plan`` that is neither complete nor alive somewhere; returns how many are pending.
+
+    Waiting trials whose key is not in ``known`` (default: ``plan``'s keys) belong to an earlier plan and are
+    failed off; a sequential design passes every trial it may run as ``known`` and one look's as ``plan``.
+    """
+    with file_lock(store.root / ".queue.lock"):
+        by_key: dict[str, list[optuna.trial.FrozenTrial]] = {}
+        for t in study.get_trials(deepcopy=False):
+            by_key.setdefault(t.user_attrs.get(KEY_ATTR, ""), []).append(t)
+        planned = known if known is not None else {p.key for p in plan}
+        for key, trials in by_key.items():
+            if key not in planned:  # left over from an earlier plan (other seeds, renamed arms, new overrides)
+                for t in trials:
+                    if t.state == TrialState.WAITING:
+                        mark_failed(study, t.number, "not in the current plan (the ablation changed)")
+        pending = 0
+        for p in plan:
+            if store.complete(p.key):
+                continue
+            pending += 1
+            queued = False
+            for t in by_key.get(p.key, []):
+                if t.state == TrialState.WAITING:
+                    queued = True
+                elif t.state == TrialState.RUNNING:
+                    rec = store.get(p.key)
+                    if rec is not None and rec.status == RUNNING and not rec.is_stale():
+                        queued = True  # a live worker is on it
+                    else:
+                        mark_failed(study, t.number, "worker died (stale); re-enqueued")
+            if not queued:
+                study.enqueue_trial({"arm": p.arm, "seed": p.seed}, user_attrs={KEY_ATTR: p.key})
+        return pending
+
+
+def claim_next(ablation: Ablation, by_key: dict[str, PlannedTrial], store: ResultsStore,
+                study: optuna.Study) -> Optional[tuple[optuna.Trial, PlannedTrial]]:
+    """Pop the next queued trial of the current plan and write its RUNNING record, under the queue lock.
+
+    Why under the lock: ``sync_queue`` (another process starting the same ablation) treats a RUNNING Optuna
+    trial without a live RUNNING record as a dead worker's; claiming and recording in one locked step leaves
+    it no window in which a trial that has just started looks dead.
+    """
+    with file_lock(store.root / ".queue.lock"):
+        while has_waiting(study):
+            trial = study.ask()
+            key = trial.user_attrs.get(KEY_ATTR)
+            if key is None:
+                # Not one of ours: ask() created a fresh trial because no waiting one was left.
+                study.tell(trial, state=TrialState.FAIL)
+                return None
+            p = by_key.get(key)
+            if p is None:  # queued by an earlier plan; checked before suggest_*, whose choices it may lack
+                trial.set_user_attr("reflect_failed_reason", "not in the current plan (the ablation changed)")
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            trial.suggest_categorical("arm", list(ablation.arms))
+            trial.suggest_categorical("seed", list(ablation.seeds))
+            existing = store.get(p.key)
+            if existing is not None and existing.status == COMPLETE:  # enqueued twice; already done
+                tell(study, trial, existing)
+                continue
+            store.write(running_record(ablation, p, trial.number))
+            return trial, p
+    return None
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, record: TrialRecord) -> None:
+    """Report a finished trial to Optuna. The store already holds the result, so a study that no longer takes
+    it (another process failed the trial as stale in the meantime) is worth a warning, not a crash."""
+    try:
+        if record.status == COMPLETE:
+            study.tell(trial, record.windowed_metric)
+        else:
+            trial.set_user_attr("reflect_failed_reason", record.failure_reason or "")
+            study.tell(trial, state=TrialState.FAIL)
+    except (ValueError, RuntimeError) as exc:
+        import warnings
+
+        warnings.warn(f"Optuna trial {trial.number} ({record.key}) could not be told its result ({exc}); "
+                      "the results store has it", RuntimeWarning, stacklevel=2)
+
+
+PLAN_ATTR = "reflect_plan"
+
+
+def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, known: set[str]) -> None:
+    """Several machines on one study must run one plan: refuse to start while a study recorded with another plan
+    has live trials.
+
+    The plan is the hash of every trial key the design may run (arms, seeds, overrides, data); it is kept in the
+    study's user attributes. A different plan with no live trial (an earlier run of a changed file) is adopted,
+    and its queued trials are failed off by ``sync_queue`` as before.
+    """
+    import hashlib
+
+    from reflect.config_loading import ConfigError
+
+    plan_id = hashlib.sha256("\n".join(sorted(known)).encode()).hexdigest()[:16]
+    previous = study.user_attrs.get(PLAN_ATTR)
+    if previous and previous != plan_id:
+        live = []  # any live trial: plans may overlap (other seeds), so its key alone cannot tell whose it is
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            key = t.user_attrs.get(KEY_ATTR)
+            rec = store.get(key) if key else None
+            if rec is not None and rec.status == RUNNING and not rec.is_stale():
+                live.append(key)
+        if live:
+            raise ConfigError("--storage", f"study {ablation.name!r} is running another plan of this ablation "
+                              f"(plan {previous}, live trials: {', '.join(sorted(live)[:3])}); this machine's plan "
+                              f"is {plan_id}: start every machine with the same file, overrides and --seeds (and "
+                              "the same data), or use another --storage")
+    if previous != plan_id:
+        study.set_user_attr(PLAN_ATTR, plan_id)
