@@ -286,3 +286,34 @@ def test_error_from_a_dataloader_worker_keeps_only_the_message() -> None:
     assert "Original Traceback" in str(info.value)  # what PyTorch does
     assert user_message(info.value) == "/data/images/00001_00.png: cannot decode image, expected a readable PNG/JPEG"
     assert user_message(DatasetError("plain: message")) == "plain: message"
+
+
+def test_fingerprint_follows_every_file_a_trial_reads_and_not_the_folder_name(tmp_path):
+    """Re-tracked FLAME parameters or a new points3d.ply change the fingerprint (so the trial identity); a copy of
+    the export under another folder name does not."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from reflect.data import DataConfig, dataset_fingerprint
+    from reflect.data.synthetic import generate_synthetic_head
+
+    root = generate_synthetic_head(SyntheticHeadConfig(image_size=16, n_train_timesteps=3, n_val_timesteps=1,
+                                                       n_test_timesteps=1, supersample=1), tmp_path / "export",
+                                   progress=False)
+    before = dataset_fingerprint(DataConfig(root=str(root)))
+    copy = shutil.copytree(root, tmp_path / "another_name")
+    assert dataset_fingerprint(DataConfig(root=str(copy))) == before
+    frame = json.loads((copy / "transforms_train.json").read_text())["frames"][0]
+    flame = copy / frame["flame_param_path"]
+    params = dict(np.load(flame))
+    params["expr"] = params["expr"] + 0.01  # re-tracked: same file name, same transforms files
+    np.savez(flame, **params)
+    retracked = dataset_fingerprint(DataConfig(root=str(copy)))
+    assert retracked != before
+    (copy / "points3d.ply").write_bytes((copy / "points3d.ply").read_bytes() + b"\n")
+    assert dataset_fingerprint(DataConfig(root=str(copy))) not in (before, retracked)
+    flame.unlink()
+    with pytest.raises(DatasetError, match=frame["flame_param_path"].split("/")[-1]):
+        dataset_fingerprint(DataConfig(root=str(copy)))

@@ -6,7 +6,6 @@ are decoded at load (``preload``) or on access, and a decode failure is a Datase
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -356,27 +355,3 @@ def load_splits(cfg: Any, splits: Sequence[str] = SPLITS) -> dict[str, AvatarDat
     return {split: AvatarDataset(sessions, split, bg, preload=bool(cfg.preload),
                                  max_frames=None if split == "train" else cfg.max_eval_frames)
             for split in dict.fromkeys(splits)}
-
-
-def dataset_fingerprint(cfg: Any) -> str:
-    """Short hash identifying the data: every root's transforms files and allowlists, or the synthetic parameters.
-
-    Cheap (no image decoding, no generation), so configs can be hashed before any data exists locally.
-    """
-    h = hashlib.sha256()
-    if cfg.root is None and not cfg.sessions:
-        from reflect.data.synthetic import config_key
-
-        h.update(f"synthetic:{config_key(cfg.synthetic)}".encode())
-    else:
-        for s in resolve_sessions(cfg):
-            h.update(f"session:{s.name}\n".encode())
-            for split in SPLITS:
-                path = s.root / f"transforms_{split}.json"
-                try:
-                    h.update(path.read_bytes())
-                except OSError as exc:
-                    raise DatasetError(f"{path}: cannot read ({exc.strerror}); expected a transforms file") from None
-            if s.allowlist is not None:
-                h.update(json.dumps(sorted(s.allowlist)).encode())
-    return h.hexdigest()[:12]

@@ -1,0 +1,96 @@
+"""The dataset fingerprint: a short hash of everything a trial reads, part of every trial's identity.
+
+Covered, per session (in order; the folder's name is not, so a copy under another name keeps its trials):
+the transforms files and the allowlist; every FLAME parameter file and ``points3d.ply`` by content (they
+are small, and re-tracking FLAME changes a trial's input without changing any transforms file); every
+image and mask by path and size (reading gigabytes of images on every config hash would cost more than
+it protects; a re-exported image almost always changes size). Content hashes are cached per process by
+(path, size, mtime), so hashing the same configs again costs a ``stat`` per file.
+The synthetic head is fingerprinted by its generator's parameters (no data needs to exist).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from reflect.data.errors import DatasetError
+from reflect.data.layout import SPLITS, resolve_sessions
+
+_CONTENT_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _stat(path: Path, where: str) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror}); {where} refers to it") from None
+    return st.st_size, st.st_mtime_ns
+
+
+def _content_hash(path: Path, where: str) -> str:
+    size, mtime = _stat(path, where)
+    key = (str(path), size, mtime)
+    if key not in _CONTENT_CACHE:
+        _CONTENT_CACHE[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _CONTENT_CACHE[key]
+
+
+def _frame_files(frame: dict) -> tuple[list[str], list[str]]:
+    """(files hashed by content, files hashed by size) one transforms frame refers to (as the reader resolves them)."""
+    by_content = [frame["flame_param_path"]] if isinstance(frame.get("flame_param_path"), str) else []
+    by_size = []
+    image = frame.get("file_path")
+    if isinstance(image, str) and image:
+        by_size.append(image if Path(image).suffix else image + ".png")  # GaussianAvatars' default extension
+    if isinstance(frame.get("fg_mask_path"), str):
+        by_size.append(frame["fg_mask_path"])
+    regions = frame.get("region_mask_paths")
+    if isinstance(regions, dict):
+        by_size += [str(regions[name]) for name in sorted(regions)]
+    return by_content, by_size
+
+
+def dataset_fingerprint(cfg: Any) -> str:
+    """Short hash (12 hex digits) of the data a ``DataConfig`` selects; see the module docstring for what it covers.
+
+    Args:
+        cfg: a ``DataConfig`` (``root`` or ``sessions``, or neither for the synthetic head).
+    Returns:
+        The fingerprint. Raises DatasetError naming the file when a transforms file or a file it refers to
+        cannot be read.
+    """
+    h = hashlib.sha256()
+    if cfg.root is None and not cfg.sessions:
+        from reflect.data.synthetic import config_key
+
+        h.update(f"synthetic:{config_key(cfg.synthetic)}".encode())
+        return h.hexdigest()[:12]
+    for index, s in enumerate(resolve_sessions(cfg)):
+        h.update(f"session {index}\n".encode())
+        for split in SPLITS:
+            path = s.root / f"transforms_{split}.json"
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise DatasetError(f"{path}: cannot read ({exc.strerror}); expected a transforms file") from None
+            h.update(raw)
+            try:
+                frames = json.loads(raw).get("frames", [])
+            except (ValueError, AttributeError):
+                frames = []  # the reader reports the malformed file; the bytes above already identify it
+            for frame in frames if isinstance(frames, list) else []:
+                if not isinstance(frame, dict):
+                    continue
+                by_content, by_size = _frame_files(frame)
+                for rel in by_content:
+                    h.update(f"{rel}:{_content_hash(s.root / rel, str(path))}\n".encode())
+                for rel in by_size:
+                    h.update(f"{rel}:{_stat(s.root / rel, str(path))[0]}\n".encode())
+        ply = s.root / "points3d.ply"
+        if ply.is_file():
+            h.update(f"points3d.ply:{_content_hash(ply, str(s.root))}\n".encode())
+        if s.allowlist is not None:
+            h.update(json.dumps(sorted(s.allowlist)).encode())
+    return h.hexdigest()[:12]
