@@ -44,6 +44,24 @@ def _rotmat(w, x, y, z):  # noqa: ANN001, ANN202 - numba scalars
     )
 
 
+@njit(cache=True, inline="always")
+def _intrinsics(Ks, c, width, height):  # noqa: ANN001, ANN202
+    """fx, fy, cx, cy of camera c and the Jacobian's clamp limits on x/z and y/z (gsplat: 30% beyond the image)."""
+    fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    return (fx, fy, cx, cy, (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx,
+            (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy)
+
+
+@njit(cache=True, inline="always")
+def _to_camera(viewmats, c, means, n):  # noqa: ANN001, ANN202
+    """Mean n in camera c's frame: viewmat[c] · [mean, 1]."""
+    x, y, z = means[n, 0], means[n, 1], means[n, 2]
+    v = viewmats[c]
+    return (v[0, 0] * x + v[0, 1] * y + v[0, 2] * z + v[0, 3], v[1, 0] * x + v[1, 1] * y + v[1, 2] * z + v[1, 3],
+            v[2, 0] * x + v[2, 1] * y + v[2, 2] * z + v[2, 3])
+
+
 @njit(cache=True)
 def project_forward(means, quats, scales, opacities, viewmats, Ks, width, height,  # noqa: ANN001, ANN201
                     near, far, eps2d, radius_clip, antialiased):
@@ -62,14 +80,9 @@ def project_forward(means, quats, scales, opacities, viewmats, Ks, width, height
     opac_out = np.zeros((C, N))
     valid = np.zeros((C, N), dtype=np.bool_)
     for c in range(C):
-        fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
-        tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
-        lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
-        lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
+        fx, fy, cx, cy, lim_x_pos, lim_x_neg, lim_y_pos, lim_y_neg = _intrinsics(Ks, c, width, height)
         for n in range(N):
-            px = viewmats[c, 0, 0] * means[n, 0] + viewmats[c, 0, 1] * means[n, 1] + viewmats[c, 0, 2] * means[n, 2] + viewmats[c, 0, 3]
-            py = viewmats[c, 1, 0] * means[n, 0] + viewmats[c, 1, 1] * means[n, 1] + viewmats[c, 1, 2] * means[n, 2] + viewmats[c, 1, 3]
-            pz = viewmats[c, 2, 0] * means[n, 0] + viewmats[c, 2, 1] * means[n, 1] + viewmats[c, 2, 2] * means[n, 2] + viewmats[c, 2, 3]
+            px, py, pz = _to_camera(viewmats, c, means, n)
             depths[c, n] = pz
             in_range = near < pz < far
             z = pz if in_range else 1.0
@@ -145,15 +158,10 @@ def project_backward(means, quats, scales, opacities, viewmats, Ks, width, heigh
     g_M = np.zeros((3, 3))
     G = np.zeros(9)
     for c in range(C):
-        fx, fy, cx, cy = Ks[c, 0, 0], Ks[c, 1, 1], Ks[c, 0, 2], Ks[c, 1, 2]
-        tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
-        lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
-        lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
+        fx, fy, cx, cy, lim_x_pos, lim_x_neg, lim_y_pos, lim_y_neg = _intrinsics(Ks, c, width, height)
         for n in range(N):
             # --- forward, again ---
-            px = viewmats[c, 0, 0] * means[n, 0] + viewmats[c, 0, 1] * means[n, 1] + viewmats[c, 0, 2] * means[n, 2] + viewmats[c, 0, 3]
-            py = viewmats[c, 1, 0] * means[n, 0] + viewmats[c, 1, 1] * means[n, 1] + viewmats[c, 1, 2] * means[n, 2] + viewmats[c, 1, 3]
-            pz = viewmats[c, 2, 0] * means[n, 0] + viewmats[c, 2, 1] * means[n, 1] + viewmats[c, 2, 2] * means[n, 2] + viewmats[c, 2, 3]
+            px, py, pz = _to_camera(viewmats, c, means, n)
             in_range = near < pz < far
             z = pz if in_range else 1.0
             rz = 1.0 / z
