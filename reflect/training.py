@@ -184,6 +184,11 @@ def _usable_checkpoint(path: Path) -> tuple[Optional[Path], int]:
 RENDERS_DIR = "renders"
 
 
+def to_uint8_image(image: Any) -> Any:
+    """[3, H, W] float tensor in [0, 1] -> [H, W, 3] uint8 array (rounded), as written to files and W&B."""
+    return (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+
+
 def save_renders(workdir: Path, module: AvatarModule) -> list[dict[str, str]]:
     """The final evaluation's sample frames as PNGs (ground truth | render, side by side) for report grids.
 
@@ -200,7 +205,7 @@ def save_renders(workdir: Path, module: AvatarModule) -> list[dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     renders = []
     for i, (frame_id, image) in enumerate(module.sample_images):
-        array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        array = to_uint8_image(image)
         path = out / f"{i:02d}.png"
         Image.fromarray(array).save(path)
         renders.append({"frame_id": str(frame_id), "path": str(path)})
@@ -213,7 +218,8 @@ def _log_samples(logger: Any, module: AvatarModule) -> None:
         return
     logger.log_image(
         key="samples/target|render",
-        images=[img.permute(1, 2, 0).numpy() for _, img in module.sample_images],
+        # uint8, as in the render files: W&B casts float arrays to uint8 without rescaling (images came out black)
+        images=[to_uint8_image(img) for _, img in module.sample_images],
         caption=[fid for fid, _ in module.sample_images],
         step=int(module.global_step),
     )

@@ -52,3 +52,24 @@ def test_empty_wandb_mode_means_unset(no_credentials, monkeypatch, tmp_path):
     logger = make_wandb_logger(TrackingConfig(), name="arm-s0", save_dir=tmp_path, config={})
     logger.experiment.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_sample_images_in_the_offline_run_are_the_renders(no_credentials, tmp_path, tiny_overrides):
+    """Read the logged image back from the offline run: the same picture as the saved render, not a black one."""
+    import numpy as np
+    from PIL import Image
+
+    from reflect.config import load_train_config
+    from reflect.training import train
+
+    cfg = load_train_config("quick", tiny_overrides + ["trainer.sample_images=1"])
+    logger = make_wandb_logger(TrackingConfig(), name="img-s0", save_dir=tmp_path, config={}, run_id="img-s0")
+    result = train(cfg, tmp_path / "run", logger=logger)
+    logger.experiment.finish()
+    logged = sorted((tmp_path / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
+    assert len(logged) == 1, logged
+    image = np.asarray(Image.open(logged[0]).convert("RGB")).astype(int)
+    render = np.asarray(Image.open(result.renders[0]["path"]).convert("RGB")).astype(int)
+    assert image.shape == render.shape == (32, 64, 3)  # ground truth | render, side by side
+    assert np.array_equal(image, render)  # the same uint8 picture (float arrays used to come out black)
+    assert image.mean() > 100 and image.std() > 10  # a real picture (the synthetic head on white)
