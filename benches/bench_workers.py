@@ -1,9 +1,9 @@
 """The same ablation with 1 and with N local workers, side by side: wall time, trials, speed-up.
 
-Run: ``python benches/bench_workers.py [--workers 2] [--seeds 4] [key=value ...]``. Each run trains a
-fresh copy of a two-arm ablation (fixed seeds, so both runs train the same trials) in a temporary store
-on the embedded synthetic head, small by default (the tests' 32×32 synthetic head, 120 steps) so the bench
-takes a few minutes; the overrides change that. ``--workers N`` gives each worker cores/N torch (and numba) threads, so on a
+Run: ``python benches/bench_workers.py [--workers 2] [--seeds 3] [--small] [key=value ...]``. Each run
+trains a fresh copy of a two-arm ablation (fixed seeds, so both runs train the same trials) in a temporary
+store: the quick profile's own trials on the embedded synthetic head (about 15 s each on 2 cores), or with
+``--small`` the tests' 32×32 head for 120 steps, where process start-up (imports, ~4 s per worker) dominates. ``--workers N`` gives each worker cores/N torch (and numba) threads, so on a
 machine with few cores the speed-up measures how well one trial uses its threads, not extra hardware.
 """
 from __future__ import annotations
@@ -56,11 +56,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="training overrides for every trial")
     parser.add_argument("--workers", type=int, default=2, help="workers of the second run (the first has 1)")
-    parser.add_argument("--seeds", type=int, default=4, help="seeds per arm (two arms)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (two arms)")
+    parser.add_argument("--small", action="store_true", help="tiny trials (start-up cost dominates)")
     args = parser.parse_args(argv)
     import os
 
-    overrides = [*SMALL, *args.overrides]
+    overrides = [*(SMALL if args.small else ["trainer.progress_bar=false", "tracking.wandb=false"]), *args.overrides]
     rows = [(w, *run_once(w, args.seeds, overrides)) for w in (1, args.workers)]
     print(f"{os.cpu_count()} cores; 2 arms x {args.seeds} seeds; overrides: {' '.join(overrides)}")
     print(f"{'workers':>7} | {'wall s':>8} | {'trials':>6} | {'s/trial':>8} | {'speed-up':>8}")

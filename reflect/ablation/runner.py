@@ -161,8 +161,18 @@ def _run_workers(opts: RunOptions, workers: int) -> None:
     procs = [ctx.Process(target=_worker_entry, args=(RunOptions(**{**opts.__dict__, "threads": threads,
                                                                     "gpu": gpus[i % len(gpus)] if gpus else None}),))
              for i in range(workers)]
-    for proc in procs:
-        proc.start()
+    # numba sizes its thread pool at start-up (default: every core); each worker gets its share, so that
+    # workers x pool threads never exceed the cores (the spawned children read the environment at start).
+    previous = os.environ.get("NUMBA_NUM_THREADS")
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    try:
+        for proc in procs:
+            proc.start()
+    finally:
+        if previous is None:
+            os.environ.pop("NUMBA_NUM_THREADS", None)
+        else:
+            os.environ["NUMBA_NUM_THREADS"] = previous
     for proc in procs:
         proc.join()
     crashed = [p.exitcode for p in procs if p.exitcode != 0]

@@ -113,7 +113,8 @@ def _follow_torch_threads() -> int:
     import numba
 
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
+    if threads > 1:  # one thread: the serial kernels run, and numba's parallel runtime is never started
+        numba.set_num_threads(threads)
     return threads
 
 
@@ -138,7 +139,8 @@ class _Composite(torch.autograd.Function):
         arrays = [_np(t) for t in (means2d, conics, opacities, feats3)]
         save = any(ctx.needs_input_grad[:4])
         n_bands = _bands(height)
-        image, trans, *pairs = k.composite_forward(
+        forward = k.composite_forward if n_bands > 1 else k.composite_forward_serial
+        image, trans, *pairs = forward(
             *arrays, order.numpy(), n_visible.numpy(), width, height, save, n_bands
         )
         if save:
@@ -153,8 +155,9 @@ class _Composite(torch.autograd.Function):
     def backward(ctx: Any, g_image: Tensor, g_trans: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         C = g_image.shape[0]
         need_feats = ctx.needs_input_grad[3]
-        _follow_torch_threads()
-        g_means2d, g_conics, g_opac, g_feats = _kernels().composite_backward(
+        k = _kernels()
+        backward = k.composite_backward if _follow_torch_threads() > 1 else k.composite_backward_serial
+        g_means2d, g_conics, g_opac, g_feats = backward(
             *ctx.arrays, *ctx.layout, *ctx.pairs,
             _np(g_image.reshape(C, -1, g_image.shape[-1])), _np(g_trans.reshape(C, -1)), need_feats,
         )
