@@ -7,7 +7,6 @@ the steps since its last checkpoint.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from reflect.config import TrainConfig
 from reflect.config_loading import to_plain_dict
 from reflect.data import load_splits
 from reflect.lightning.datamodule import AvatarDataModule
-from reflect.lightning.interrupts import StopOnSignal
+from reflect.lightning.interrupts import StopOnSignal, TrainingInterrupted
 from reflect.lightning.module import AvatarModule
 from reflect.render import resolve_backend
 
@@ -126,25 +125,20 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     module.segment_start = start
     stopper.install()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    except SystemExit:
-        if trainer.interrupted:
-            # Lightning turns Ctrl-C into sys.exit(1) after its graceful stop and leaves SIGINT ignored; give
-            # callers (the CLIs' "interrupted, rerun to resume" message, the ablation runner) the interrupt back:
-            # TrainingInterrupted when StopOnSignal checkpointed the step, else a plain KeyboardInterrupt.
-            stopper.restore()
-            if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-            if stopper.stopped is not None:
-                raise stopper.stopped from None
-            raise KeyboardInterrupt from None
-        raise
+        _fit(trainer, module, datamodule, ckpt_path, stopper)
+        if not module.eval_history or module.eval_history[-1]["step"] != module.global_step:
+            # Always end on an evaluation of the final weights, and keep it in the checkpoint.
+            try:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            except SystemExit:  # Lightning's exit on Ctrl-C during that evaluation: the last checkpoint stands
+                raise KeyboardInterrupt from None
+            trainer.save_checkpoint(last)
     finally:
-        stopper.restore()
-    if not module.eval_history or module.eval_history[-1]["step"] != module.global_step:
-        # Always end on an evaluation of the final weights, and keep it in the checkpoint.
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-        trainer.save_checkpoint(last)
+        stopper.restore()  # also undoes Lightning's SIG_IGN for SIGINT after a Ctrl-C: a second one works again
+    if stopper.received is not None and stopper.stopped is None:
+        # The signal came after the last step (in the final evaluation): the run is complete and saved, but the
+        # caller asked to stop, so it must not go on to the next trial as if nothing happened.
+        raise TrainingInterrupted(int(module.global_step), stopper.received, last)
     wall = module.total_wall_s()
     if logger is not None:
         _log_samples(logger, module)
@@ -167,6 +161,24 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         renders=renders,
         extra={"config": to_plain_dict(cfg)},
     )
+
+
+def _fit(trainer: pl.Trainer, module: AvatarModule, datamodule: AvatarDataModule, ckpt_path: Optional[Path],
+         stopper: StopOnSignal) -> None:
+    """``trainer.fit``, with interrupts given back to the caller.
+
+    Lightning turns Ctrl-C (and SIGTERM) into ``sys.exit(1)`` after its graceful stop; the callers (the CLIs'
+    "interrupted, rerun to resume" message, the ablation runner) get TrainingInterrupted when StopOnSignal
+    checkpointed the step, else a plain KeyboardInterrupt.
+    """
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SystemExit:
+        if trainer.interrupted:
+            if stopper.stopped is not None:
+                raise stopper.stopped from None
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _usable_checkpoint(path: Path) -> tuple[Optional[Path], int]:

@@ -397,11 +397,13 @@ def test_dssim_blur_equals_the_2d_gaussian_window_convolution():
     from reflect.losses.image_terms import _gaussian_window_1d, gaussian_blur
 
     x = torch.rand(4, 3, 20, 17, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    for size, sigma in ((11, 1.5), (7, 1.0)):
-        taps = _gaussian_window_1d(size, sigma, x)
-        window = (taps[:, None] * taps[None, :]).expand(3, 1, size, size)
-        expected = F.conv2d(x, window, padding=size // 2, groups=3)
-        torch.testing.assert_close(gaussian_blur(x, size, sigma), expected, atol=1e-12, rtol=0)
+    big = torch.rand(1, 3, 300, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))  # conv path
+    for image in (x, big):
+        for size, sigma in ((11, 1.5), (7, 1.0)):
+            taps = _gaussian_window_1d(size, sigma, image)
+            window = (taps[:, None] * taps[None, :]).expand(3, 1, size, size)
+            expected = F.conv2d(image, window, padding=size // 2, groups=3)
+            torch.testing.assert_close(gaussian_blur(image, size, sigma), expected, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("padding", ["zeros", "replicate"])

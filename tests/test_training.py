@@ -214,3 +214,24 @@ def test_a_signal_stops_at_the_step_with_a_checkpoint_of_it(tmp_path, tiny_overr
     assert saved["global_step"] == step  # not the periodic one at step 3: nothing finished is lost
     resumed = train(cfg, tmp_path / "run")
     assert resumed.resumed_from_step == step and resumed.steps == 8
+
+
+def test_a_signal_in_the_final_evaluation_still_stops_the_caller(tmp_path, tiny_overrides):
+    """Ctrl-C after the last step (during the last evaluation) must not be swallowed: the run is saved complete,
+    and the caller still gets TrainingInterrupted instead of going on to its next trial."""
+    import os
+    import signal
+
+    from reflect.lightning.interrupts import TrainingInterrupted
+
+    class InterruptFinalEval(Callback):
+        def on_validation_end(self, trainer, *args):
+            if trainer.global_step == trainer.max_steps:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = load_train_config("quick", tiny_overrides)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(cfg, tmp_path / "run", callbacks=[InterruptFinalEval()])
+    assert stop.value.step == 6 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    again = train(cfg, tmp_path / "run")
+    assert again.resumed_from_step == 6 and [h["step"] for h in again.eval_history] == [3, 6]

@@ -20,7 +20,7 @@ from reflect.ablation.execute import run_trial
 from reflect.ablation.plan import PlannedTrial, plan_trials
 from reflect.ablation.queue import check_plan, claim_next, sync_queue, tell
 from reflect.ablation.spec import Ablation, load_ablation
-from reflect.ablation.store import COMPLETE, FAILED, PRUNED, ResultsStore, TrialRecord
+from reflect.ablation.store import COMPLETE, FAILED, PRUNED, RUNNING, ResultsStore, TrialRecord
 from reflect.ablation.study import describe_study, open_storage, open_study
 
 
@@ -105,7 +105,8 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
     A failed trial counts as finished (and against its arm); ``retry_failed`` runs the plan's failed trials again
     first (after fixing what made them fail: retrying only some, after seeing the verdicts, would bias them).
     ``rerun`` trains every trial of the plan again from scratch (after a code change that affects training):
-    records and checkpoints are set aside under ``retried/``, never deleted.
+    records and checkpoints are set aside under ``retried/``, never deleted; a trial live on another worker is
+    left alone. Every ``--rerun`` starts over, so resume an interrupted rerun without the flag.
     """
     from reflect.analysis.verdicts import analyze
 
@@ -123,7 +124,10 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
     attempted: set[str] = set()
     if rerun:
         for p in full_plan:
-            if store.get(p.key) is not None or store.workdir(p.key).exists():
+            rec = store.get(p.key)
+            if rec is not None and rec.status == RUNNING and not rec.is_stale():
+                continue  # another worker is training it right now: never pull its folder from under it
+            if rec is not None or store.workdir(p.key).exists():
                 set_aside(store, p.key, with_work=True)
     elif retry_failed:
         for p in full_plan:  # kept (with its failure reason) under trials/retried/; the retry writes a fresh record

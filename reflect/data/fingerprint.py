@@ -1,7 +1,8 @@
 """The dataset fingerprint: a short hash of everything a trial reads, part of every trial's identity.
 
 Covered, per session (in order; the folder's name is not, so a copy under another name keeps its trials):
-the transforms files and the allowlist; every FLAME parameter file and ``points3d.ply`` by content (they
+the transforms files and the allowlist; every FLAME parameter file, ``points3d.ply`` and
+``canonical_flame_param.npz`` by content (they
 are small, and re-tracking FLAME changes a trial's input without changing any transforms file); every
 image and mask by path and size (reading gigabytes of images on every config hash would cost more than
 it protects; a re-exported image almost always changes size). Content hashes are cached per process by
@@ -19,21 +20,31 @@ from reflect.data.errors import DatasetError
 from reflect.data.layout import SPLITS, resolve_sessions
 
 _CONTENT_CACHE: dict[tuple[str, int, int], str] = {}
+# read by the reader from a session's root when present: the initial points and the canonical FLAME parameters
+ROOT_FILES = ("points3d.ply", "canonical_flame_param.npz")
 
 
-def _stat(path: Path, where: str) -> tuple[int, int]:
+def _size(path: Path) -> str:
+    """The file's size, or "missing": the reader skips frames outside an allowlist and splits it does not
+    load, so a file it will never open must not make the fingerprint fail (a file it does open and cannot
+    read is its error to report, with the frame)."""
+    try:
+        return str(path.stat().st_size)
+    except OSError:
+        return "missing"
+
+
+def _content_hash(path: Path) -> str:
     try:
         st = path.stat()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror}); {where} refers to it") from None
-    return st.st_size, st.st_mtime_ns
-
-
-def _content_hash(path: Path, where: str) -> str:
-    size, mtime = _stat(path, where)
-    key = (str(path), size, mtime)
+    except OSError:
+        return "missing"
+    key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _CONTENT_CACHE:
-        _CONTENT_CACHE[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            _CONTENT_CACHE[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
     return _CONTENT_CACHE[key]
 
 
@@ -58,8 +69,8 @@ def dataset_fingerprint(cfg: Any) -> str:
     Args:
         cfg: a ``DataConfig`` (``root`` or ``sessions``, or neither for the synthetic head).
     Returns:
-        The fingerprint. Raises DatasetError naming the file when a transforms file or a file it refers to
-        cannot be read.
+        The fingerprint. A transforms file that cannot be read raises DatasetError naming it; a file a frame
+        refers to that is absent counts as "missing" (the reader reports it if it loads that frame).
     """
     h = hashlib.sha256()
     if cfg.root is None and not cfg.sessions:
@@ -85,12 +96,12 @@ def dataset_fingerprint(cfg: Any) -> str:
                     continue
                 by_content, by_size = _frame_files(frame)
                 for rel in by_content:
-                    h.update(f"{rel}:{_content_hash(s.root / rel, str(path))}\n".encode())
+                    h.update(f"{rel}:{_content_hash(s.root / rel)}\n".encode())
                 for rel in by_size:
-                    h.update(f"{rel}:{_stat(s.root / rel, str(path))[0]}\n".encode())
-        ply = s.root / "points3d.ply"
-        if ply.is_file():
-            h.update(f"points3d.ply:{_content_hash(ply, str(s.root))}\n".encode())
+                    h.update(f"{rel}:{_size(s.root / rel)}\n".encode())
+        for name in ROOT_FILES:
+            if (s.root / name).is_file():
+                h.update(f"{name}:{_content_hash(s.root / name)}\n".encode())
         if s.allowlist is not None:
             h.update(json.dumps(sorted(s.allowlist)).encode())
     return h.hexdigest()[:12]

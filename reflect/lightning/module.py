@@ -228,7 +228,8 @@ class AvatarModule(pl.LightningModule):
         self.train_history = list(state.get("train_history", []))
         self.last_per_frame = dict(state.get("last_per_frame", {}))
         self.per_frame_history = list(state.get("per_frame_history", []))
-        self.trained_by = [str(v) for v in state.get("trained_by", [])]
+        # A checkpoint written before this provenance existed says nothing about its code or time: say so.
+        self.trained_by = [str(v) for v in state.get("trained_by", ["unknown (checkpoint predates code versions)"])]
         self.previous_wall_s = float(state.get("train_wall_s", 0.0))
         if self.disc_optimizer is not None and state.get("disc_optimizer"):
             self.disc_optimizer.load_state_dict(state["disc_optimizer"])
