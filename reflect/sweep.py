@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import multiprocessing as mp
 import os
 import sys
@@ -18,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import optuna
 import yaml
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 from pytorch_lightning.callbacks import Callback
 from rich.console import Console
 from rich.table import Table
@@ -42,10 +43,17 @@ class ParamSpec:
     log: bool = False
     step: Optional[float] = None
     choices: Optional[List[Any]] = None
+    # low/high as multiples of the base config's value at the key: one file then searches each profile's own
+    # scale (the quick profile's lr_deform is 1e-3, the full profile's 5e-5)
+    relative: bool = False
 
     def validate(self) -> None:
         if self.type not in PARAM_TYPES:
             raise ValueError(f"type: expected one of {PARAM_TYPES}, got {self.type!r}")
+        if self.relative and (self.type != "float" or self.step is not None):
+            raise ValueError("relative: expected a float parameter without a step (low/high multiply the base value)")
+        if self.relative and self.low is not None and self.low <= 0:
+            raise ValueError(f"low: expected a multiplier > 0 for a relative range, got {self.low}")
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("choices: expected a non-empty list for a categorical parameter")
@@ -101,13 +109,30 @@ class SweepSpec:
             raise ValueError("space: the grid sampler needs categorical parameters or numeric ones with a step")
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSpec, Any]:
-    """Validate the sweep file and that every space key is a training-config key."""
+def load_sweep(path: str | Path, overrides: Sequence[str] = (), profile: Optional[str] = None) -> tuple[SweepSpec, Any]:
+    """Validate the sweep file and that every space key is a training-config key.
+
+    Args:
+        path: the sweep file.
+        overrides: ``key=value`` training overrides for every trial.
+        profile: start from this profile instead of the file's ``base`` (``--profile``).
+    Returns:
+        (spec with relative ranges resolved to absolute ones, (base, override layers, base config)).
+    """
     path = Path(path)
     spec: SweepSpec = merge_into_schema(SweepSpec, [(str(path), read_yaml_mapping(path))])
+    if profile is not None:
+        spec.base = profile
     base = spec.base if spec.base in PROFILES else str((path.parent / spec.base))
     layers = [(f"{path}: overrides", list(spec.overrides.items()))]
     base_cfg = load_train_config(base, overrides, extra_layers=layers)
+    for key, p in list(spec.space.items()):
+        if p.relative:
+            value = OmegaConf.select(OmegaConf.structured(base_cfg), key, default=None)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(str(path), f"a relative range needs a positive number at {key} in the base config, "
+                                  f"got {value!r}", f"space.{key}")
+            spec.space[key] = dataclasses.replace(p, low=p.low * value, high=p.high * value, relative=False)
     probe = []
     for key, p in spec.space.items():
         probe.append((key, p.choices[0] if p.type == "categorical" else (int(p.low) if p.type == "int" else p.low)))
@@ -180,7 +205,7 @@ class StepPruningCallback(Callback):
 
 
 def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], runs_dir: str, n_trials: int,
-           threads: Optional[int] = None, worker_index: int = 0) -> None:
+           threads: Optional[int] = None, worker_index: int = 0, profile: Optional[str] = None) -> None:
     """Run trials of the sweep's study until it holds ``n_trials`` (complete, pruned or running), study-wide:
     several workers share the budget through the storage, and none trains a configuration another has."""
     from optuna.trial import TrialState
@@ -196,7 +221,7 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
         import torch
 
         torch.set_num_threads(threads)
-    spec, (base, layers, _) = load_sweep(path, overrides)
+    spec, (base, layers, _) = load_sweep(path, overrides, profile)
     store = ResultsStore(Path(runs_dir) / spec.name)
     study = optuna.create_study(
         study_name=spec.name, storage=open_storage(storage_url, store.root / "optuna.journal"),
@@ -287,6 +312,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("file")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--dry-run", action="store_true", help="validate the file and print the search space")
+    p.add_argument("--profile", choices=PROFILES, help="start every trial from this profile instead of the file's base")
     p.add_argument("--storage", help="journal file path or database URL (default: runs/<sweep>/optuna.journal)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--runs-dir", default="runs")
@@ -297,7 +323,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reflect.sweep"):
-        spec, (base, _, _) = load_sweep(args.file, tuple(args.overrides))
+        spec, (base, _, _) = load_sweep(args.file, tuple(args.overrides), args.profile)
         if args.export_wandb:
             export_wandb(spec, base, Path(args.export_wandb))
             console.print(f"wrote {args.export_wandb}")
@@ -314,14 +340,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             console.print("dry run: the sweep and its search space are valid; nothing was trained.")
             return 0
         if args.workers <= 1:
-            worker(args.file, tuple(args.overrides), args.storage, args.runs_dir, spec.n_trials)
+            worker(args.file, tuple(args.overrides), args.storage, args.runs_dir, spec.n_trials, profile=args.profile)
         else:
             ctx = mp.get_context("spawn")
             threads = max(1, (os.cpu_count() or 1) // args.workers)
             procs = [ctx.Process(target=worker, args=(args.file, tuple(args.overrides), args.storage, args.runs_dir,
-                                                      spec.n_trials, threads, index)) for index in range(args.workers)]
-            for proc in procs:
-                proc.start()
+                                                      spec.n_trials, threads, index, args.profile))
+                     for index in range(args.workers)]
+            from reflect.ablation.runner import worker_threads_env
+
+            with worker_threads_env(threads):
+                for proc in procs:
+                    proc.start()
             for proc in procs:
                 proc.join()
         return print_sweep_results(spec, args.runs_dir)

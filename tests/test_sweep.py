@@ -37,7 +37,12 @@ def test_repo_sweep_is_valid_and_exports_to_wandb(tmp_path):
     assert doc["method"] == "bayes"
     assert doc["metric"] == {"name": "val/psnr", "goal": "maximize"}
     lr = doc["parameters"]["optim.lr_deform"]
-    assert lr["distribution"] == "log_uniform_values" and lr["min"] < 4e-5 and lr["max"] > 5e-5
+    # relative to each profile's own rate: the quick profile's 1e-3, the full profile's (the roadmap's) 5e-5
+    assert lr["distribution"] == "log_uniform_values"
+    assert lr["min"] == pytest.approx(2e-4) and lr["max"] == pytest.approx(4e-3)
+    full, _ = load_sweep(ROOT / "sweeps" / "expr_mlp_lr.yaml", profile="full")
+    p = full.space["optim.lr_deform"]
+    assert p.low == pytest.approx(1e-5) and p.high == pytest.approx(2e-4) and p.low < 4e-5 and p.high > 5e-5
     assert "reflect.train" in doc["command"] and "${args_no_hyphens}" in doc["command"]
 
 
