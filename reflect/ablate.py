@@ -175,6 +175,8 @@ def check_data(ablation) -> str:
         if region is not None and region not in REGION_NAMES:
             raise ConfigError(str(ablation.path), f"the synthetic head has no region {region!r} "
                               f"(it has {list(REGION_NAMES)})", "metric.name")
+        side = data.synthetic.image_size // data.downscale
+        check_resolutions(ablation, (side, side))
         return f"data: embedded synthetic head (generated on first use), fingerprint {dataset_fingerprint(data)}"
     from reflect.data import load_splits
 
@@ -184,7 +186,40 @@ def check_data(ablation) -> str:
         raise ConfigError(str(ablation.path), f"the dataset's {ablation.metric.split} frames have no region mask "
                           f"{region!r} (region_mask_paths: {have or 'none'})", "metric.name")
     counts = ", ".join(f"{k}={len(v)} frames" for k, v in splits.items())
-    return f"data: {counts}, fingerprint {dataset_fingerprint(data)}"
+    check_resolutions(ablation, (splits["train"].width, splits["train"].height))
+    return f"data: {counts} at {splits['train'].width}x{splits['train'].height}, fingerprint {dataset_fingerprint(data)}"
+
+
+def check_resolutions(ablation, first_size: tuple[int, int]) -> None:
+    """Every arm's training resolution must be divisible by its decoder's SR factor (else it fails mid-trial).
+
+    ``first_size`` is the first arm's (width, height); an arm with other data settings (another downscale,
+    root or sessions) has its own training split read, without decoding images.
+    """
+    import dataclasses
+    import json
+
+    from reflect.config_loading import ConfigError, to_plain_dict
+    from reflect.data import load_splits
+
+    arms = list(ablation.arms.items())
+    sizes = {json.dumps(to_plain_dict(arms[0][1].config.data), sort_keys=True, default=str): first_size}
+    for name, arm in arms:
+        data = arm.config.data
+        key = json.dumps(to_plain_dict(data), sort_keys=True, default=str)
+        if key not in sizes:
+            if data.root is None and not data.sessions:
+                side = data.synthetic.image_size // data.downscale
+                sizes[key] = (side, side)
+            else:
+                train = load_splits(dataclasses.replace(data, preload=False), ["train"])["train"]
+                sizes[key] = (train.width, train.height)
+        width, height = sizes[key]
+        scale = arm.config.model.decoder.sr_scale
+        if width % scale or height % scale:
+            raise ConfigError(str(ablation.path), f"arm {name!r} trains at {width}x{height}, which its SR factor "
+                              f"{scale} does not divide (use data.downscale, or another sr_scale)",
+                              "model.decoder.sr_scale")
 
 
 def print_machine_problems(problems: list[str]) -> None:

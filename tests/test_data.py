@@ -317,3 +317,27 @@ def test_fingerprint_follows_every_file_a_trial_reads_and_not_the_folder_name(tm
     changed = dataset_fingerprint(DataConfig(root=str(copy)))
     flame.unlink()  # a file the reader would report when it loads the frame: the fingerprint still changes
     assert dataset_fingerprint(DataConfig(root=str(copy))) not in (before, retracked, changed)
+
+
+def test_downscale_reduces_images_and_intrinsics_together(tmp_path):
+    """data.downscale=2: half-size frames, box-averaged pixels, K / 2 (principal point included), alpha as uint8."""
+    import torch.nn.functional as F
+
+    root = generate_synthetic_head(SyntheticHeadConfig(image_size=32, n_train_timesteps=2, n_val_timesteps=1,
+                                                       n_test_timesteps=1, supersample=1), tmp_path / "export",
+                                   progress=False)
+    full = load_splits(DataConfig(root=str(root)), ["train"])["train"]
+    half = load_splits(DataConfig(root=str(root), downscale=2), ["train"])["train"]
+    assert (half.width, half.height) == (16, 16) and len(half) == len(full)
+    a, b = full[0], half[0]
+    torch.testing.assert_close(b["K"][:2], a["K"][:2] / 2)
+    assert torch.equal(b["viewmat"], a["viewmat"])
+    # premultiplied averages: the reduced frame composited over the background is the averaged composited frame
+    pooled = F.avg_pool2d(a["image"][None], 2)[0]
+    assert (b["image"] - pooled).abs().max() < 3 / 255 and b["image"].shape == (3, 16, 16)  # uint8 rounding
+    assert half._cache[0][1] is None or half._cache[0][1].dtype == torch.uint8
+    from reflect.config import load_train_config
+    from reflect.config_loading import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.downscale.*integer >= 1"):
+        load_train_config("quick", ["data.downscale=0"])

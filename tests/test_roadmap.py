@@ -308,3 +308,15 @@ def test_an_lpips_loss_without_weights_stops_the_dry_run_and_the_run(empty_hub, 
     assert main(args) == 2
     assert "nothing was trained" in capsys.readouterr().out
     assert not (tmp_path / "runs" / "lpips_schedule" / "trials").exists()
+
+
+def test_dry_run_refuses_an_arm_whose_resolution_its_sr_factor_does_not_divide(tmp_path, capsys):
+    from reflect.ablate import main
+
+    args = [str(ROOT / "ablations" / "sr_resolution.yaml"), "--dry-run", "--runs-dir", str(tmp_path / "runs")]
+    assert main(args) == 0  # 64 px: 1, 2 and 4 all divide it
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "data.synthetic.image_size=66"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "'render_quarter_sr4' trains at 66x66" in err and "model.decoder.sr_scale" in err

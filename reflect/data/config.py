@@ -66,9 +66,14 @@ class DataConfig:
     background: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     preload: bool = True
     max_eval_frames: Optional[int] = None  # a deterministic, evenly spaced subset of val/test
+    # integer factor the images are reduced by at load (GaussianAvatars' -r): box-averaged pixels, intrinsics
+    # divided by it; a remainder of rows/columns (size not divisible) is cropped from the right and bottom
+    downscale: int = 1
     synthetic: SyntheticHeadConfig = field(default_factory=SyntheticHeadConfig)
 
     def validate(self) -> None:
+        if isinstance(self.downscale, bool) or not isinstance(self.downscale, int) or self.downscale < 1:
+            raise ValueError(f"downscale: expected an integer >= 1 (1 = full resolution), got {self.downscale!r}")
         if len(self.background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.background):
             raise ValueError(f"background: expected three values in [0, 1], got {list(self.background)}")
         if self.max_eval_frames is not None and self.max_eval_frames < 1:

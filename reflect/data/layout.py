@@ -179,8 +179,9 @@ class AvatarDataset(Dataset):
     """The frames of one split over all sessions; items are dicts of tensors (see ``__getitem__``)."""
 
     def __init__(self, sessions: list[Session], split: str, background: tuple[float, float, float],
-                 preload: bool = True, max_frames: Optional[int] = None) -> None:
+                 preload: bool = True, max_frames: Optional[int] = None, downscale: int = 1) -> None:
         self.split = split
+        self.downscale = int(downscale)
         self.sessions = sessions
         self.session_names = [s.name for s in sessions]
         self.background = torch.tensor(background, dtype=torch.float32)[:, None, None]
@@ -246,6 +247,14 @@ class AvatarDataset(Dataset):
             c2w = _matrix(fr["transform_matrix"], where)
             w2c = np.linalg.inv(c2w @ GL_TO_CV).astype(np.float32)
             K, w, h = _intrinsics(doc, fr, where)
+            stored_size = (w, h)
+            if self.downscale > 1:
+                w, h = w // self.downscale, h // self.downscale
+                if w < 1 or h < 1:
+                    raise DatasetError(f"{where}: {stored_size[0]}x{stored_size[1]} is smaller than "
+                                       f"data.downscale={self.downscale}")
+                K = K.copy()
+                K[:2] /= self.downscale  # box pixels: continuous image coordinates scale by 1/downscale
             file_path = fr["file_path"]
             if isinstance(file_path, str) and file_path and not Path(file_path).suffix:
                 file_path += ".png"  # as GaussianAvatars does for exports that omit the extension
@@ -255,8 +264,9 @@ class AvatarDataset(Dataset):
             for p in (image, mask, *regions.values()):
                 if p is not None:
                     iw, ih = image_size(p)
-                    if (iw, ih) != (w, h):
-                        raise DatasetError(f"{p}: image is {iw}x{ih}, expected {w}x{h} from {where}")
+                    if (iw, ih) != stored_size:
+                        raise DatasetError(f"{p}: image is {iw}x{ih}, expected {stored_size[0]}x{stored_size[1]} "
+                                           f"from {where}")
             fp = _inside(session.root, fr["flame_param_path"], where, bases)
             if fp not in flame_cache:
                 flame_cache[fp] = _load_flame(fp, where, FLAME_KEYS)
@@ -280,23 +290,38 @@ class AvatarDataset(Dataset):
             raise DatasetError(f"{where}: region name 'masked' is reserved (psnr_masked is the foreground PSNR)")
         return {name: _inside(root, rel, where, bases) for name, rel in sorted(spec.items())}
 
-    def _decode(self, f: _Frame) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """uint8 RGB [3,H,W], float alpha [1,H,W] (the mask if given, else the image's alpha, else 1) and the
-        frame's region masks as bool [1,H,W]."""
+    def _decode(self, f: _Frame) -> tuple[torch.Tensor, Optional[torch.Tensor], dict[str, torch.Tensor]]:
+        """uint8 RGB [3,H,W], uint8 alpha [1,H,W] or None when the frame has none (the mask if given, else the
+        image's alpha; kept as uint8, a quarter of float32's memory per preloaded frame) and the frame's region
+        masks as bool [1,H,W], all reduced by ``downscale``."""
+        d = self.downscale
         rgb, alpha = read_rgba(f.image)
-        if rgb.shape[:2] != (self.height, self.width):
-            raise DatasetError(f"{f.image}: decoded {rgb.shape[1]}x{rgb.shape[0]}, expected {self.width}x{self.height}")
+        if (rgb.shape[0] // d, rgb.shape[1] // d) != (self.height, self.width):
+            raise DatasetError(f"{f.image}: decoded {rgb.shape[1]}x{rgb.shape[0]}, expected "
+                               f"{self.width * d}x{self.height * d}")
         if f.mask is not None:
             alpha = read_mask(f.mask)
-        a = torch.ones(1, self.height, self.width) if alpha is None else torch.from_numpy(alpha)[None].float() / 255.0
+        if alpha is not None and d > 1:
+            # Average premultiplied colour, then divide by the averaged alpha: compositing the reduced frame over
+            # the background then equals reducing the composited frame (plain averages would bleed the colour of
+            # transparent pixels into the edges).
+            weight = alpha.astype(np.float32)[..., None] / 255.0
+            premultiplied = _box_mean(rgb.astype(np.float32) * weight, d)
+            coverage = _box_mean(weight, d)
+            rgb = np.clip(np.rint(np.where(coverage > 0, premultiplied / np.maximum(coverage, 1e-8), 0.0)), 0, 255)
+            rgb = rgb.astype(np.uint8)
+        else:
+            rgb = _box_reduce(rgb, d)
+        a = None if alpha is None else torch.from_numpy(_box_reduce(alpha, d))[None]
         regions = {}
         for name, path in f.regions.items():
             if name not in self.region_names:  # the training split keeps none
                 continue
             m = read_mask(path)
-            if m.shape != (self.height, self.width):
-                raise DatasetError(f"{path}: decoded {m.shape[1]}x{m.shape[0]}, expected {self.width}x{self.height}")
-            regions[name] = torch.from_numpy(m >= 128)[None]
+            if (m.shape[0] // d, m.shape[1] // d) != (self.height, self.width):
+                raise DatasetError(f"{path}: decoded {m.shape[1]}x{m.shape[0]}, expected "
+                                   f"{self.width * d}x{self.height * d}")
+            regions[name] = torch.from_numpy(_box_reduce(m, d) >= 128)[None]
         return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), a, regions
 
     def __len__(self) -> int:
@@ -304,7 +329,8 @@ class AvatarDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         f = self.frames[i]
-        rgb_u8, alpha, regions = self._cache[i] if self._cache is not None else self._decode(f)
+        rgb_u8, alpha_u8, regions = self._cache[i] if self._cache is not None else self._decode(f)
+        alpha = torch.ones(1, self.height, self.width) if alpha_u8 is None else alpha_u8.float() / 255.0
         image = rgb_u8.float() / 255.0 * alpha + self.background * (1 - alpha)
         viewmat = torch.from_numpy(f.viewmat)
         item: dict[str, Any] = {
@@ -353,5 +379,24 @@ def load_splits(cfg: Any, splits: Sequence[str] = SPLITS) -> dict[str, AvatarDat
         sessions = resolve_sessions(cfg)
     bg = tuple(float(c) for c in cfg.background)
     return {split: AvatarDataset(sessions, split, bg, preload=bool(cfg.preload),
-                                 max_frames=None if split == "train" else cfg.max_eval_frames)
+                                 max_frames=None if split == "train" else cfg.max_eval_frames,
+                                 downscale=getattr(cfg, "downscale", 1))
             for split in dict.fromkeys(splits)}
+
+
+def _box_reduce(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """uint8 [H,W] or [H,W,C] averaged over factor x factor boxes (rounded), after cropping the remainder.
+
+    Hand-written rather than PIL's resize: PIL's box filter maps a size that is not a multiple of the factor
+    onto the whole output, which moves pixel centres and breaks the exact K / factor of the intrinsics.
+    """
+    if factor == 1:
+        return pixels
+    return np.clip(np.rint(_box_mean(pixels.astype(np.float32), factor)), 0, 255).astype(np.uint8)
+
+
+def _box_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """float [H,W,...] averaged over factor x factor boxes, the remainder rows/columns cropped."""
+    h, w = values.shape[0] // factor, values.shape[1] // factor
+    cropped = values[: h * factor, : w * factor]
+    return cropped.reshape(h, factor, w, factor, *values.shape[2:]).mean(axis=(1, 3))
