@@ -164,11 +164,23 @@ NON_IDENTITY_KEYS = (
 )
 
 
+# Keys added after results stores existed, with the value every earlier trial ran with: left out of the identity
+# at that value, so adding a setting never orphans finished trials (their hashes stay what they were).
+LATER_KEYS_AT_DEFAULT = {"data.downscale": 1}
+
+
 def identity_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The part of the config that determines results (data is identified by its fingerprint)."""
     from reflect.data import dataset_fingerprint
 
     d = strip_non_identity(to_plain_dict(cfg))
+    for key, default in LATER_KEYS_AT_DEFAULT.items():
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p, {})
+        if node.get(leaf) == default:
+            node.pop(leaf)
     d["data_fingerprint"] = dataset_fingerprint(cfg.data)
     return d
 

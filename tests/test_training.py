@@ -3,7 +3,7 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from reflect.config import config_hash, load_train_config
+from reflect.config import config_hash, identity_dict, load_train_config
 from reflect.config_loading import ConfigError
 from reflect.lightning.module import DivergenceError
 from reflect.training import train
@@ -87,6 +87,15 @@ def test_identity_hash_ignores_tracking_and_paths(tiny_overrides):
                                                      "trainer.progress_bar=true"])
     c = load_train_config("quick", tiny_overrides + ["model.decoder.expr_conditioning=film"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
+    # a setting added later is out of the identity at the value earlier trials ran with, and in it otherwise
+    assert "downscale" not in identity_dict(a)["data"]
+    assert config_hash(load_train_config("quick", tiny_overrides + ["data.downscale=2"])) != config_hash(a)
+
+
+def test_the_quick_profile_keeps_its_trial_identity():
+    """Stores written before this code must keep matching: a quick-profile trial's hash is pinned (the value
+    commit 706d61a gave `python -m reflect.train trainer.max_steps=300`, before data.downscale existed)."""
+    assert config_hash(load_train_config("quick", ["trainer.max_steps=300"])) == "be99a25704230289"
 
 
 def test_train_cli_prints_final_metrics_and_writes_them(tmp_path, tiny_overrides, capsys):
