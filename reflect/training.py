@@ -47,6 +47,7 @@ class TrainResult:
     # the code versions that trained the weights, oldest first (more than one: resumed across a code change)
     code_versions: list[str] = field(default_factory=list)
     render_backend: str = "torch"  # the backend that actually rendered ("auto" resolved on the run's device)
+    ground_truth: str = ""  # how target images are formed (RGBA over the background, or stored RGB as is)
     # per evaluation (the latest eval.per_frame_history of them): {"step": s, "splits": {split: per-frame}}
     per_frame_history: list[dict[str, Any]] = field(default_factory=list)
     renders: list[dict[str, str]] = field(default_factory=list)  # final-evaluation renders: {frame_id, path}
@@ -148,6 +149,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         per_frame=module.last_per_frame,
         per_frame_history=module.per_frame_history,
         render_backend=resolve_backend(cfg.render.backend, module.device),
+        ground_truth=train_set.ground_truth_rule(),
         train_history=module.train_history,
         parameter_counts=module.model.count_parameters(),
         checkpoint=str(last),

@@ -56,6 +56,7 @@ def test_end_to_end_then_rerun_trains_nothing(tmp_path, monkeypatch):
     rec = next(iter(records.values()))
     assert rec.windowed_metric == pytest.approx(sum(h["val/psnr"] for h in rec.eval_history[-2:]) / 2)
     assert rec.provenance["packages"]["torch"] and rec.protocol["resolution"] == [32, 32]
+    assert rec.protocol["ground_truth"] == "RGBA composited over the background"  # the synthetic head's PNGs
     assert len(rec.per_frame["val"]["psnr"]) == len(rec.protocol["eval_frame_ids"]["val"]) > 0
     assert Path(rec.checkpoint).is_file()
 

@@ -88,8 +88,24 @@ def test_rgb_without_alpha_and_mask(tmp_path: Path) -> None:
     ds = load_splits(DataConfig(root=str(root), background=[0.0, 0.0, 0.0]))["train"]
     item = ds[0]
     assert torch.equal(item["alpha"][0], torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
-    assert torch.allclose(item["image"][:, 0, 1], torch.full((3,), 200 / 255))
-    assert torch.equal(item["image"][:, 0, 0], torch.zeros(3))
+    # an RGB image beside a mask is the ground truth as stored: the mask serves masked metrics and losses only
+    assert torch.allclose(item["image"], torch.full((3, 2, 2), 200 / 255))
+    assert ds.ground_truth_rule() == "stored RGB as is (fg_mask: masks only)"
+
+
+def test_vhap_frames_composited_over_white_are_not_composited_again(tmp_path: Path) -> None:
+    """VHAP stores RGB already over white and the soft matte in fg_masks/: at soft edges (hair) the ground
+    truth must be the stored pixels, not the stored pixels composited once more with the matte."""
+    root = make_dataset(tmp_path / "v", frame_extra={"fg_mask_path": "fg_masks/00000_00.png"})
+    colour, matte = np.array([40, 90, 160], np.float32), np.array([[0, 64], [128, 255]], np.uint8)
+    a = matte.astype(np.float32)[..., None] / 255
+    stored = np.rint(colour * a + 255 * (1 - a)).astype(np.uint8)  # VHAP: composited over white
+    Image.fromarray(stored, "RGB").save(root / "images" / "00000_00.png")
+    (root / "fg_masks").mkdir()
+    Image.fromarray(matte, "L").save(root / "fg_masks" / "00000_00.png")
+    item = load_splits(DataConfig(root=str(root)))["train"][0]
+    torch.testing.assert_close(item["image"], torch.from_numpy(stored).permute(2, 0, 1).float() / 255)
+    torch.testing.assert_close(item["alpha"][0], torch.from_numpy(matte).float() / 255)
 
 
 def test_multi_session_tags_and_allowlist(tmp_path: Path) -> None:

@@ -89,6 +89,7 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "dataset_fingerprint": dataset_fingerprint(cfg.data),
         "render_backend": result.render_backend,  # what ran, not what was asked ("auto")
         "render_backend_requested": cfg.render.backend or "auto",
+        "ground_truth": result.ground_truth,
     }
 
 

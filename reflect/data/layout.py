@@ -217,7 +217,8 @@ class AvatarDataset(Dataset):
         self.region_names = [] if split == "train" else sorted({name for f in frames for name in f.regions})
         self.canonical_shape = _load_flame(sessions[0].root / "canonical_flame_param.npz", "canonical parameters",
                                            {"shape": 300})["shape"]
-        self._cache: Optional[list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]] = None
+        self._cache: Optional[list[tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
+                                         dict[str, torch.Tensor]]]] = None
         if preload:
             self._cache = [self._decode(f) for f in frames]
 
@@ -290,29 +291,33 @@ class AvatarDataset(Dataset):
             raise DatasetError(f"{where}: region name 'masked' is reserved (psnr_masked is the foreground PSNR)")
         return {name: _inside(root, rel, where, bases) for name, rel in sorted(spec.items())}
 
-    def _decode(self, f: _Frame) -> tuple[torch.Tensor, Optional[torch.Tensor], dict[str, torch.Tensor]]:
-        """uint8 RGB [3,H,W], uint8 alpha [1,H,W] or None when the frame has none (the mask if given, else the
-        image's alpha; kept as uint8, a quarter of float32's memory per preloaded frame) and the frame's region
-        masks as bool [1,H,W], all reduced by ``downscale``."""
+    def _decode(self, f: _Frame) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
+                                          dict[str, torch.Tensor]]:
+        """One frame, reduced by ``downscale``: uint8 RGB [3,H,W]; the uint8 alpha [1,H,W] the metrics and masked
+        losses use (the fg mask if given, else the image's alpha; None: everywhere 1); the uint8 alpha [1,H,W]
+        the image is composited over the background with (its own alpha; None: the stored RGB is the ground
+        truth as it is, e.g. VHAP's frames composited over white beside a soft fg_mask); region masks bool [1,H,W].
+        Alphas stay uint8: a quarter of float32's memory per preloaded frame.
+        """
         d = self.downscale
-        rgb, alpha = read_rgba(f.image)
+        rgb, image_alpha = read_rgba(f.image)
         if (rgb.shape[0] // d, rgb.shape[1] // d) != (self.height, self.width):
             raise DatasetError(f"{f.image}: decoded {rgb.shape[1]}x{rgb.shape[0]}, expected "
                                f"{self.width * d}x{self.height * d}")
-        if f.mask is not None:
-            alpha = read_mask(f.mask)
-        if alpha is not None and d > 1:
+        mask = read_mask(f.mask) if f.mask is not None else None
+        if image_alpha is not None and d > 1:
             # Average premultiplied colour, then divide by the averaged alpha: compositing the reduced frame over
             # the background then equals reducing the composited frame (plain averages would bleed the colour of
             # transparent pixels into the edges).
-            weight = alpha.astype(np.float32)[..., None] / 255.0
+            weight = image_alpha.astype(np.float32)[..., None] / 255.0
             premultiplied = _box_mean(rgb.astype(np.float32) * weight, d)
             coverage = _box_mean(weight, d)
             rgb = np.clip(np.rint(np.where(coverage > 0, premultiplied / np.maximum(coverage, 1e-8), 0.0)), 0, 255)
             rgb = rgb.astype(np.uint8)
         else:
             rgb = _box_reduce(rgb, d)
-        a = None if alpha is None else torch.from_numpy(_box_reduce(alpha, d))[None]
+        over = None if image_alpha is None else torch.from_numpy(_box_reduce(image_alpha, d))[None]
+        metric_alpha = over if mask is None else torch.from_numpy(_box_reduce(mask, d))[None]
         regions = {}
         for name, path in f.regions.items():
             if name not in self.region_names:  # the training split keeps none
@@ -322,16 +327,26 @@ class AvatarDataset(Dataset):
                 raise DatasetError(f"{path}: decoded {m.shape[1]}x{m.shape[0]}, expected "
                                    f"{self.width * d}x{self.height * d}")
             regions[name] = torch.from_numpy(_box_reduce(m, d) >= 128)[None]
-        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), a, regions
+        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), metric_alpha, over, regions
+
+    def ground_truth_rule(self) -> str:
+        """How the first frame's ground truth is formed (recorded in the evaluation protocol)."""
+        _, image_alpha = read_rgba(self.frames[0].image)
+        if image_alpha is not None:
+            return "RGBA composited over the background"
+        return "stored RGB as is" + (" (fg_mask: masks only)" if self.frames[0].mask is not None else "")
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         f = self.frames[i]
-        rgb_u8, alpha_u8, regions = self._cache[i] if self._cache is not None else self._decode(f)
+        rgb_u8, alpha_u8, over_u8, regions = self._cache[i] if self._cache is not None else self._decode(f)
         alpha = torch.ones(1, self.height, self.width) if alpha_u8 is None else alpha_u8.float() / 255.0
-        image = rgb_u8.float() / 255.0 * alpha + self.background * (1 - alpha)
+        image = rgb_u8.float() / 255.0
+        if over_u8 is not None:  # RGBA: over the background; a stored RGB (with or without a mask) is used as is
+            over = over_u8.float() / 255.0
+            image = image * over + self.background * (1 - over)
         viewmat = torch.from_numpy(f.viewmat)
         item: dict[str, Any] = {
             "image": image, "alpha": alpha, "viewmat": viewmat, "K": torch.from_numpy(f.K),
