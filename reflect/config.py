@@ -166,7 +166,7 @@ NON_IDENTITY_KEYS = (
 
 # Keys added after results stores existed, with the value every earlier trial ran with: left out of the identity
 # at that value, so adding a setting never orphans finished trials (their hashes stay what they were).
-LATER_KEYS_AT_DEFAULT = {"data.downscale": 1}
+LATER_KEYS_AT_DEFAULT = {"data.downscale": 1, "data.principal_point": "vhap"}
 
 
 def identity_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -357,3 +357,18 @@ def test_downscale_reduces_images_and_intrinsics_together(tmp_path):
 
     with pytest.raises(ConfigError, match=r"data\.downscale.*integer >= 1"):
         load_train_config("quick", ["data.downscale=0"])
+
+
+@pytest.mark.parametrize("convention,stored_cy", [("vhap", 48 - 14.0), ("top", 14.0)])
+def test_a_marker_reprojects_where_it_was_seen_for_both_principal_point_conventions(tmp_path, convention, stored_cy):
+    """VHAP's exporter (default opencv->opengl conversion, vhap/util/camera.py) writes cy = h - cy_opencv; a
+    nerfstudio-style export writes cy from the top. Either way the loaded camera must put a known 3-D point on
+    the pixel it was seen at: here (30, 2) for fx = fy = 60, cx = 24, cy = 14 (from the top), 48x48 frames."""
+    root = make_dataset(tmp_path / convention, frame_extra={"fl_x": 60.0, "fl_y": 60.0, "cx": 24.0, "cy": stored_cy,
+                                                           "w": 48, "h": 48})
+    Image.fromarray(np.zeros((48, 48, 4), np.uint8), "RGBA").save(root / "images" / "00000_00.png")
+    item = load_splits(DataConfig(root=str(root), principal_point=convention), ["train"])["train"][0]
+    camera = item["viewmat"] @ torch.tensor([0.1, 0.2, 0.0, 1.0])  # OpenGL camera at z = 1 sees it at (0.1, 0.2)
+    pixel = (item["K"] @ camera[:3]) / camera[2]
+    torch.testing.assert_close(pixel[:2], torch.tensor([30.0, 2.0]), atol=0.5, rtol=0)
+    assert abs(float(pixel[0]) - 30.0) < 1e-4 and abs(float(pixel[1]) - 2.0) < 1e-4

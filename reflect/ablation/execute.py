@@ -90,6 +90,7 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "render_backend": result.render_backend,  # what ran, not what was asked ("auto")
         "render_backend_requested": cfg.render.backend or "auto",
         "ground_truth": result.ground_truth,
+        "principal_point": cfg.data.principal_point,  # how the export's cy was read
     }
 
 

@@ -57,6 +57,9 @@ class SessionConfig:
             raise ValueError(f"name: expected a non-empty name without '/', got {self.name!r}")
 
 
+PRINCIPAL_POINT_CONVENTIONS = ("vhap", "top")
+
+
 @dataclass
 class DataConfig:
     """Where frames come from: ``sessions`` if non-empty, else ``root``, else the synthetic head."""
@@ -69,9 +72,15 @@ class DataConfig:
     # integer factor the images are reduced by at load (GaussianAvatars' -r): box-averaged pixels, intrinsics
     # divided by it; a remainder of rows/columns (size not divisible) is cropped from the right and bottom
     downscale: int = 1
+    # how an export stores the principal point's y: "vhap" (VHAP's exporter, with its default opencv->opengl
+    # conversion, writes cy = h - cy_opencv: measured from the bottom) or "top" (nerfstudio / instant-ngp style)
+    principal_point: str = "vhap"
     synthetic: SyntheticHeadConfig = field(default_factory=SyntheticHeadConfig)
 
     def validate(self) -> None:
+        if self.principal_point not in PRINCIPAL_POINT_CONVENTIONS:
+            raise ValueError(f"principal_point: expected one of {PRINCIPAL_POINT_CONVENTIONS}, "
+                             f"got {self.principal_point!r}")
         if isinstance(self.downscale, bool) or not isinstance(self.downscale, int) or self.downscale < 1:
             raise ValueError(f"downscale: expected an integer >= 1 (1 = full resolution), got {self.downscale!r}")
         if len(self.background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.background):

@@ -179,9 +179,11 @@ class AvatarDataset(Dataset):
     """The frames of one split over all sessions; items are dicts of tensors (see ``__getitem__``)."""
 
     def __init__(self, sessions: list[Session], split: str, background: tuple[float, float, float],
-                 preload: bool = True, max_frames: Optional[int] = None, downscale: int = 1) -> None:
+                 preload: bool = True, max_frames: Optional[int] = None, downscale: int = 1,
+                 principal_point: str = "vhap") -> None:
         self.split = split
         self.downscale = int(downscale)
+        self.principal_point = principal_point
         self.sessions = sessions
         self.session_names = [s.name for s in sessions]
         self.background = torch.tensor(background, dtype=torch.float32)[:, None, None]
@@ -248,6 +250,8 @@ class AvatarDataset(Dataset):
             c2w = _matrix(fr["transform_matrix"], where)
             w2c = np.linalg.inv(c2w @ GL_TO_CV).astype(np.float32)
             K, w, h = _intrinsics(doc, fr, where)
+            if self.principal_point == "vhap":  # stored from the bottom (VHAP's opencv->opengl flip): undo it
+                K[1, 2] = h - K[1, 2]
             stored_size = (w, h)
             if self.downscale > 1:
                 w, h = w // self.downscale, h // self.downscale
@@ -395,7 +399,8 @@ def load_splits(cfg: Any, splits: Sequence[str] = SPLITS) -> dict[str, AvatarDat
     bg = tuple(float(c) for c in cfg.background)
     return {split: AvatarDataset(sessions, split, bg, preload=bool(cfg.preload),
                                  max_frames=None if split == "train" else cfg.max_eval_frames,
-                                 downscale=getattr(cfg, "downscale", 1))
+                                 downscale=getattr(cfg, "downscale", 1),
+                                 principal_point=getattr(cfg, "principal_point", "vhap"))
             for split in dict.fromkeys(splits)}
 
 
