@@ -46,7 +46,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def fwd_bwd(forward: Callable[[], object]) -> Callable[[], None]:
-    """A call that runs ``forward`` and backpropagates a fixed random projection of its tensor outputs."""
+    """A call that runs ``forward`` and backpropagates ones into each of its differentiable tensor outputs."""
     def run() -> None:
         out = forward()
         tensors = [t for t in (out if isinstance(out, (tuple, list)) else [out])

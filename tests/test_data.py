@@ -351,7 +351,8 @@ def test_downscale_reduces_images_and_intrinsics_together(tmp_path):
     # premultiplied averages: the reduced frame composited over the background is the averaged composited frame
     pooled = F.avg_pool2d(a["image"][None], 2)[0]
     assert (b["image"] - pooled).abs().max() < 3 / 255 and b["image"].shape == (3, 16, 16)  # uint8 rounding
-    assert half._cache[0][1] is None or half._cache[0][1].dtype == torch.uint8
+    _, metric_alpha, over, _ = half._cache[0]  # the export is RGBA: both alphas exist, both kept as uint8
+    assert metric_alpha.dtype == over.dtype == torch.uint8 and metric_alpha.shape == (1, 16, 16)
     from reflect.config import load_train_config
     from reflect.config_loading import ConfigError
 
@@ -370,5 +371,4 @@ def test_a_marker_reprojects_where_it_was_seen_for_both_principal_point_conventi
     item = load_splits(DataConfig(root=str(root), principal_point=convention), ["train"])["train"][0]
     camera = item["viewmat"] @ torch.tensor([0.1, 0.2, 0.0, 1.0])  # OpenGL camera at z = 1 sees it at (0.1, 0.2)
     pixel = (item["K"] @ camera[:3]) / camera[2]
-    torch.testing.assert_close(pixel[:2], torch.tensor([30.0, 2.0]), atol=0.5, rtol=0)
-    assert abs(float(pixel[0]) - 30.0) < 1e-4 and abs(float(pixel[1]) - 2.0) < 1e-4
+    torch.testing.assert_close(pixel[:2], torch.tensor([30.0, 2.0]), atol=1e-4, rtol=0)  # the issue asks 0.5 px

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from reflect.code_version import format_code_version
+
 COMPLETE, FAILED, PRUNED, RUNNING = "complete", "failed", "pruned", "running"
 # stopped by SIGINT/SIGTERM (its checkpoint kept): not finished, so the next run resumes it
 INTERRUPTED = "interrupted"
@@ -79,7 +81,7 @@ class TrialRecord:
         """The commit the trial ran on (" (dirty)" with uncommitted changes), or None without provenance."""
         if not self.provenance:
             return None
-        return f"{self.provenance.get('git_commit')}{' (dirty)' if self.provenance.get('git_dirty') else ''}"
+        return format_code_version(self.provenance.get("git_commit"), self.provenance.get("git_dirty"))
 
     @property
     def code_versions(self) -> list[str]:

@@ -6,6 +6,7 @@ rates, freeze windows and a discriminator with its own optimizer in one step.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -217,8 +218,6 @@ class AvatarModule(pl.LightningModule):
 
     def total_wall_s(self) -> float:
         """Training wall time over all segments: the checkpoint's earlier segments plus this one so far."""
-        import time
-
         running = time.perf_counter() - self.segment_start if self.segment_start is not None else 0.0
         return self.previous_wall_s + running
 

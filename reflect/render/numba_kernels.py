@@ -27,10 +27,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-ALPHA_THRESHOLD = 1.0 / 255.0
-MAX_ALPHA = 0.999
-T_STOP = 1e-4
-RADIUS_EXTEND = 3.33
+# gsplat's constants, from the modules that define them for every backend (numba freezes them at compile time)
+from .projection import ALPHA_THRESHOLD, RADIUS_EXTEND
+from .torch_backend import MAX_ALPHA, T_STOP
+
 # LLVM may reorder sums and fuse multiply-adds (vectorises the feature loops); no "finite-math"
 # flags, so NaN and inf keep their meaning in the comparisons.
 FAST = {"reassoc", "contract", "nsz", "arcp"}
