@@ -13,6 +13,7 @@ import dataclasses
 import multiprocessing as mp
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -212,9 +213,10 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
 
     from reflect.ablation.execute import run_trial
     from reflect.ablation.plan import PlannedTrial
-    from reflect.ablation.queue import file_lock
+    from reflect.ablation.queue import is_live
     from reflect.ablation.store import COMPLETE, PRUNED, RUNNING, ResultsStore, TrialRecord
-    from reflect.ablation.study import open_storage
+    from reflect.ablation.study import (heartbeat_seconds, open_storage, reap_stale, record_heartbeat, study_lock,
+                                        trial_heartbeat, uses_heartbeat)
     from reflect.config import config_hash
 
     if threads:
@@ -230,19 +232,29 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
     if study.trials and spec.sampler.name != "grid":
         study.sampler = make_sampler(spec, worker_index, len(study.trials))
 
+    def alive(record: TrialRecord) -> bool:
+        if record.status != RUNNING or record.optuna_trial is None:
+            return False
+        trials = study.get_trials(deepcopy=False)
+        frozen = trials[record.optuna_trial] if record.optuna_trial < len(trials) else None
+        return frozen is not None and is_live(study, frozen, record)
+
     def objective(trial: optuna.Trial) -> float:
         params = {k: suggest(trial, k, p) for k, p in spec.space.items()}
         cfg = load_train_config(base, overrides, extra_layers=layers + [("sweep trial", list(params.items()))])
         cfg = copy.deepcopy(cfg)
         cfg.seed = spec.seed
-        p = PlannedTrial(arm=f"t{trial.number:03d}", seed=spec.seed, config=cfg, config_hash=config_hash(cfg),
-                         overrides=params)
-        with file_lock(store.root / ".sweep.lock"):  # check and claim in one step: two workers never both train it
+        # A re-queued copy of a dead worker's trial keeps the dead trial's name (a user attribute the copy
+        # inherits), so it resumes that trial's checkpoint in the same work folder.
+        arm = trial.user_attrs.get("reflect_arm") or f"t{trial.number:03d}"
+        trial.set_user_attr("reflect_arm", arm)
+        p = PlannedTrial(arm=arm, seed=spec.seed, config=cfg, config_hash=config_hash(cfg), overrides=params)
+        with study_lock(study, store.root / ".sweep.lock"):  # check and claim in one step: never trained twice
             same = [r for r in store.records() if r.config_hash == p.config_hash]
             done = next((r for r in same if r.status == COMPLETE), None)
             if done is not None:  # the same configuration already finished (e.g. before a restart)
                 return float(done.windowed_metric)
-            live = next((r for r in same if r.status == RUNNING and not r.is_stale()), None)
+            live = next((r for r in same if r.arm != arm and alive(r)), None)
             if live is not None:  # another worker is training this very configuration: never twice
                 raise optuna.TrialPruned(f"duplicate of {live.arm}, which another worker is training")
             store.write(TrialRecord(study=spec.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
@@ -255,18 +267,34 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             raise RuntimeError(record.failure_reason)  # Optuna records FAIL and goes on with the next trial
         return float(record.windowed_metric)
 
-    # Failed trials count too (a sweep whose every trial fails must stop), and running ones (other workers').
+    # Failed trials count too (a sweep whose every trial fails must stop), and running ones (other workers'),
+    # but not a dead worker's trial that was re-queued: its copy counts instead.
     budget_states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+    def spent() -> int:
+        trials = study.get_trials(deepcopy=False)
+        retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+        return sum(1 for t in trials if t.state in budget_states and t.number not in retried)
+
     # Why not study.optimize + MaxTrialsCallback: its check runs after a trial and before the next ask, so two
     # workers finishing together can both see n-1 and both ask (n+1 trials). Counting and asking under one lock
-    # makes the study-wide budget exact.
-    for _ in range(n_trials):
-        with file_lock(store.root / ".sweep-budget.lock"):
-            if len(study.get_trials(deepcopy=False, states=budget_states)) >= n_trials:
-                break
-            trial = study.ask()
+    # makes the study-wide budget exact. A re-queued trial (WAITING) is asked first, whatever the budget says.
+    while True:
+        with study_lock(study, store.root / ".sweep-budget.lock"):
+            reap_stale(study)  # a dead worker's trial: failed, and a copy queued with its params and name
+            requeued = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            others = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            trial = None if not requeued and spent() >= n_trials else study.ask()
+            if trial is not None:
+                record_heartbeat(study, trial._trial_id)
+        if trial is None:
+            if uses_heartbeat(study) and others:
+                time.sleep(heartbeat_seconds(study))  # the budget is spent; wait in case a running trial's worker died
+                continue
+            break
         try:
-            value = objective(trial)
+            with trial_heartbeat(study, trial._trial_id):
+                value = objective(trial)
         except optuna.TrialPruned:
             study.tell(trial, state=TrialState.PRUNED)
         except RuntimeError as exc:  # a failed trial: recorded in the store, FAIL in the study; the others go on

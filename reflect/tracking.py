@@ -33,19 +33,39 @@ def resolve_wandb_mode(cfg: TrackingConfig) -> str:
 
 def make_wandb_logger(cfg: TrackingConfig, *, name: str, save_dir: Path, config: dict[str, Any],
                       group: Optional[str] = None, job_type: Optional[str] = None,
-                      tags: Sequence[str] = (), run_id: Optional[str] = None):
-    """A Lightning WandbLogger, or None when tracking is off. ``run_id`` lets a resumed trial continue its run."""
+                      tags: Sequence[str] = (), run_id: Optional[str] = None, resuming: bool = False):
+    """A Lightning WandbLogger, or None when tracking is off.
+
+    Args:
+        cfg: the trial's tracking settings (mode auto/online/offline/disabled, project, entity).
+        name, group, job_type, tags, config: the W&B run's labels and config.
+        save_dir: where the ``wandb/`` folder goes.
+        run_id: the run's id. Online, a resumed trial continues the run with this id (``resume="allow"``).
+        resuming: whether the trial resumes a checkpoint. Offline, W&B cannot resume a run, and syncing two
+            offline folders with one id makes the second overwrite the first; so a resumed segment gets its
+            own id (``<run_id>-resumed-<unix time>``, same name and group) and ``config.resumes_run`` names
+            the first.
+
+    Returns:
+        The logger (its run starts lazily, on first use of ``logger.experiment``), or None when disabled.
+    """
     mode = resolve_wandb_mode(cfg)
     if mode == "disabled":
         return None
     from pytorch_lightning.loggers import WandbLogger
 
     save_dir.mkdir(parents=True, exist_ok=True)
+    resume: Optional[str] = "allow"
     if mode == "offline":
         os.environ.setdefault("WANDB_SILENT", "true")  # no "anonymous"/sync chatter for local runs
+        if resuming and run_id:
+            import time
+
+            config = {**config, "resumes_run": run_id}
+            run_id, resume = f"{run_id}-resumed-{int(time.time())}", None
     logger = WandbLogger(
         name=name, project=cfg.project, entity=cfg.entity, save_dir=str(save_dir), mode=mode,
-        group=group, job_type=job_type, tags=list(tags), config=config, id=run_id, resume="allow",
+        group=group, job_type=job_type, tags=list(tags), config=config, id=run_id, resume=resume,
         settings={"silent": True, "console": "off"} if mode == "offline" else None,
     )
     # Lightning always passes ``anonymous=None`` to wandb.init, and wandb >= 0.19 warns on every run that the

@@ -45,7 +45,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         workdir = Path(cfg.output_dir) / f"{chash}-s{cfg.seed}"
         logger = make_wandb_logger(cfg.tracking, name=f"train-{chash}-s{cfg.seed}", save_dir=workdir,
                                    config=to_plain_dict(cfg), job_type="train", tags=[cfg.profile],
-                                   run_id=f"train-{chash}-s{cfg.seed}")
+                                   run_id=f"train-{chash}-s{cfg.seed}",
+                                   resuming=not args.no_resume and (workdir / "checkpoints" / "last.ckpt").is_file())
         result = train(cfg, workdir, resume=not args.no_resume, logger=logger)
         final = result.eval_history[-1]
         (workdir / "metrics.json").write_text(json.dumps(

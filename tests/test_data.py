@@ -372,3 +372,60 @@ def test_a_marker_reprojects_where_it_was_seen_for_both_principal_point_conventi
     camera = item["viewmat"] @ torch.tensor([0.1, 0.2, 0.0, 1.0])  # OpenGL camera at z = 1 sees it at (0.1, 0.2)
     pixel = (item["K"] @ camera[:3]) / camera[2]
     torch.testing.assert_close(pixel[:2], torch.tensor([30.0, 2.0]), atol=1e-4, rtol=0)  # the issue asks 0.5 px
+
+
+def test_a_later_synthetic_session_is_another_capture_of_the_same_head(tmp_path: Path) -> None:
+    """Other lighting, wider motion and expressions, and mis-tracked timesteps its allowlist leaves out."""
+    from reflect.data.synthetic import SESSION_ALLOWLIST, config_key
+
+    first, second = make_sequence(TINY), make_sequence(TINY, session=1)
+    assert np.std(second["rotation"]) / np.std(first["rotation"]) > 1.4  # 1.8x the motion (other random waves)
+    assert np.ptp(second["expr"][:, :3]) > np.ptp(first["expr"][:, :3])
+    glitched = np.flatnonzero(second["tracked_as"] != np.arange(len(second["tracked_as"])))
+    assert len(glitched) == round(0.12 * TINY.n_train_timesteps) and (first["tracked_as"] == np.arange(
+        len(first["tracked_as"]))).all()
+    assert not second["rare"][glitched].any() and (glitched < TINY.n_train_timesteps).all()
+
+    root = generate_synthetic_head(TINY, tmp_path / "s2", progress=False, session=1)
+    allowed = {int(line) for line in (root / SESSION_ALLOWLIST).read_text().splitlines() if not line.startswith("#")}
+    assert allowed == set(range(TINY.n_train_timesteps + TINY.n_test_timesteps)) - set(glitched.tolist())
+    for t in (int(glitched[0]), int(sorted(allowed)[0])):  # a mis-tracked timestep stores another's parameters
+        stored = np.load(root / "flame_param" / f"{t:05d}.npz")
+        source = int(second["tracked_as"][t])
+        assert np.array_equal(stored["rotation"][0], second["rotation"][source].astype(np.float32))
+    frames = json.loads((root / "transforms_train.json").read_text())["frames"]
+    assert {f["timestep_index"] for f in frames if f.get("tracking_glitch")} == set(glitched.tolist())
+    base = generate_synthetic_head(TINY, tmp_path / "s1", progress=False)
+    a = np.asarray(Image.open(base / "images" / "00000_00.png"), dtype=float)
+    b = np.asarray(Image.open(root / "images" / "00000_00.png"), dtype=float)
+    on_both = (a[..., 3] > 250) & (b[..., 3] > 250)
+    assert on_both.mean() > 0.1
+    # the warm tint: blue falls more than red under the second session's light
+    ratio = b[on_both, :3].mean(0) / a[on_both, :3].mean(0)
+    assert ratio[2] < ratio[0] - 0.05
+    assert config_key(TINY, 1) != config_key(TINY) == config_key(SyntheticHeadConfig(**{
+        **TINY.__dict__, "sessions": 2, "allowlist": False}))  # loader options are not in a session's key
+
+
+def test_two_synthetic_sessions_train_together_and_evaluate_on_the_first(tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from reflect.data.synthetic import make_sequence
+
+    monkeypatch.setenv("REFLECT_CACHE_DIR", str(tmp_path / "cache"))
+    two = replace(TINY, sessions=2)
+    splits = load_splits(DataConfig(synthetic=two, eval_sessions=["synthetic"]))
+    train, val = splits["train"], splits["val"]
+    assert train.session_names == ["synthetic", "synthetic2"] and val.session_names == ["synthetic"]
+    glitched = set(np.flatnonzero(make_sequence(TINY, 1)["tracked_as"] != np.arange(
+        TINY.n_train_timesteps + TINY.n_test_timesteps)).tolist())
+    second = train.timestep_indices()[train.session_indices() == 1]
+    assert len(second) == 2 * (TINY.n_train_timesteps - len(glitched)) and not set(second.tolist()) & glitched
+    only_first = load_splits(DataConfig(synthetic=TINY))
+    assert [f.frame_id for f in val.frames] == [f.frame_id for f in only_first["val"].frames]  # same frames scored
+    unguarded = load_splits(DataConfig(synthetic=replace(two, allowlist=False)), splits=("train",))["train"]
+    assert len(unguarded) == len(train) + 2 * len(glitched)  # the guard is what left them out
+    with pytest.raises(DatasetError, match="no session named 'session1'.*'synthetic', 'synthetic2'"):
+        load_splits(DataConfig(synthetic=two, eval_sessions=["session1"]))
+    prints = {dataset_fingerprint(DataConfig(synthetic=c)) for c in (TINY, two, replace(two, allowlist=False))}
+    assert len(prints) == 3

@@ -104,3 +104,88 @@ def test_two_workers_on_postgres_run_every_trial_once(tmp_path, postgres_url):
     other = subprocess.run([*cmd, "trainer.max_steps=8"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert other.returncode == 2 and "running another plan" in other.stderr
     assert study.trials[live.number].state == optuna.trial.TrialState.RUNNING  # untouched
+
+
+KILL_ABLATION = ABLATION.replace("name: pg_abl", "name: pg_kill").replace("seeds: 3", "seeds: 2")
+
+
+def test_a_killed_workers_trial_is_requeued_by_the_database_and_resumed_from_its_checkpoint(tmp_path, postgres_url):
+    """Worker A is killed (SIGKILL) in its last trial; worker B, started on the same study, finds nothing queued,
+    waits until the database judges A's heartbeat stale (Optuna's RetryHeartbeatStaleTrialCallback re-queues a
+    copy), then claims the copy and resumes it from A's last checkpoint in the shared runs folder."""
+    import signal
+    import time
+
+    path = tmp_path / "pg_kill.yaml"
+    path.write_text(KILL_ABLATION)
+    runs = tmp_path / "runs"
+    # beats every 3 s, stale after 9 s: B starts (~5 s) while A's trial still looks alive, so B must wait for it
+    env = {**os.environ, "REFLECT_HEARTBEAT_S": "3"}
+    steps = ["trainer.max_steps=400", "trainer.checkpoint_every=20", "trainer.eval_every=200"]
+    cmd = [sys.executable, "-m", "reflect.ablate", str(path), "--storage", postgres_url, *TINY, *steps,
+           "--runs-dir", str(runs), "--reports-dir", str(tmp_path / "reports")]
+    worker_a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=tmp_path)
+    deadline = time.time() + 300
+    checkpoint = None
+    trials = runs / "pg_kill" / "trials"
+    while checkpoint is None and time.time() < deadline and worker_a.poll() is None:
+        finished = {p.stem for p in trials.glob("*.json") if json.loads(p.read_text() or "{}").get("status") == "complete"}
+        if len(finished) == 3:  # A is on its last trial: kill it once that trial has a checkpoint
+            checkpoint = next((c for c in (runs / "pg_kill" / "work").glob("*/checkpoints/last.ckpt")
+                               if c.parents[1].name not in finished), None)
+        time.sleep(0.1)
+    assert checkpoint is not None, worker_a.stderr.read()[-3000:] if worker_a.poll() is not None else "no checkpoint"
+    worker_a.send_signal(signal.SIGKILL)
+    worker_a.wait()
+    victim = checkpoint.parents[1].name  # the trial A was training
+
+    worker_b = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert worker_b.returncode == 0, worker_b.stderr[-3000:]
+    assert "waiting for 1 trial(s) running on other workers" in worker_b.stderr
+
+    study = optuna.load_study(study_name="pg_kill", storage=database_url(postgres_url))
+    of_victim = [t for t in study.trials if t.user_attrs.get(KEY_ATTR) == victim]
+    failed = [t for t in of_victim if t.state == optuna.trial.TrialState.FAIL]
+    retried = [t for t in of_victim if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(failed) == 1 and len(retried) == 1  # failed by the database, re-queued once, completed once
+    assert retried[0].system_attrs["failed_trial"] == failed[0].number  # the copy is Optuna's retry of it
+    done = [t.user_attrs[KEY_ATTR] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 4 and len(set(done)) == 4  # every (arm, seed) exactly once
+
+    record = json.loads((runs / "pg_kill" / "trials" / f"{victim}.json").read_text())
+    assert record["status"] == "complete" and record["steps"] == 400
+    assert 20 <= record["provenance"]["resumed_from_step"] < 400  # resumed from A's checkpoint, not retrained
+    summary = json.loads((tmp_path / "reports" / "pg_kill" / "summary.json").read_text())
+    assert summary["arms"]["film"]["n"] == 2 and summary["arms"]["concat"]["n"] == 2
+
+
+PG_SWEEP = """
+name: pg_sweep
+phase: 1
+base: quick
+space:
+  model.decoder.expr_conditioning: {type: categorical, choices: [concat, film]}
+sampler: {name: random, seed: 3}
+pruner: {name: none}
+n_trials: 4
+metric: {name: val/psnr, mode: max, window: 2}
+"""
+
+
+def test_a_sweep_with_two_workers_on_postgres_trains_no_configuration_twice(tmp_path, postgres_url):
+    """Two configurations, a budget of 4 trials, two workers on one PostgreSQL study (locks: advisory)."""
+    from reflect.ablation.store import ResultsStore
+
+    path = tmp_path / "pg_sweep.yaml"
+    path.write_text(PG_SWEEP)
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reflect.sweep", str(path), *TINY, "--workers", "2", "--storage", postgres_url,
+           "--runs-dir", str(runs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hashes = [r.config_hash for r in ResultsStore(runs / "pg_sweep").records() if r.status == "complete"]
+    assert len(hashes) == len(set(hashes)) <= 2  # each configuration trained once
+    study = optuna.load_study(study_name="pg_sweep", storage=database_url(postgres_url))
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 4 and len(study.trials) == 4  # the study-wide budget, exactly

@@ -42,6 +42,23 @@ def test_offline_run_lands_on_disk(no_credentials, tmp_path, capfd):
     assert "anonymous" not in capfd.readouterr().err  # no false deprecation alarm on every run
 
 
+def test_a_resumed_offline_segment_gets_its_own_run_id(no_credentials, tmp_path):
+    """W&B cannot resume offline runs, and syncing two offline folders with one id overwrites the first."""
+    ids = []
+    for resuming in (False, True):
+        logger = make_wandb_logger(TrackingConfig(), name="arm-s0", save_dir=tmp_path, config={"a": 1},
+                                   group="abl", run_id="abl-arm-s0", resuming=resuming)
+        run = logger.experiment
+        ids.append((run.id, run.name, run.group, dict(run.config)))
+        run.finish()
+    (first, name0, group0, config0), (second, name1, group1, config1) = ids
+    assert first == "abl-arm-s0" and second.startswith("abl-arm-s0-resumed-") and second != first
+    assert name0 == name1 == "arm-s0" and group0 == group1 == "abl"
+    assert "resumes_run" not in config0 and config1["resumes_run"] == "abl-arm-s0"
+    folders = sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2  # two folders, nothing overwritten
+
+
 def test_empty_wandb_mode_means_unset(no_credentials, monkeypatch, tmp_path):
     """``export WANDB_MODE=`` must not break runs: wandb itself rejects an empty mode."""
     import os

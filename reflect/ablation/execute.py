@@ -118,6 +118,7 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
                     "config_hash": p.config_hash, "phase": ablation.phase},
             group=ablation.name, job_type=p.arm, tags=[f"phase{ablation.phase}", ablation.name],
             run_id=f"{ablation.name}-{p.key}",
+            resuming=(store.workdir(p.key) / "checkpoints" / "last.ckpt").is_file(),
         )
         logger = _start_mirror(logger, record)
         with store.heartbeat(record):
@@ -133,7 +134,8 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
         record.protocol = evaluation_protocol(p.config, result)
         # the versions that trained these weights: a checkpoint resumed across a code change shows both, so the
         # report's "ran on several code versions" warning cannot be lost by deleting a record
-        record.provenance = {**record.provenance, "trained_by": list(result.code_versions)}
+        record.provenance = {**record.provenance, "trained_by": list(result.code_versions),
+                             "resumed_from_step": result.resumed_from_step}
         record.windowed_metric = value
         if value is None or not math.isfinite(value):
             record.status, record.failure_reason = FAILED, f"no finite {ablation.metric.name} was evaluated"

@@ -1,15 +1,17 @@
 """The trial queue on the Optuna study: what is enqueued, who claims what, and one plan per study.
 
 Each (arm, seed) of the plan is enqueued once; a worker claims the next queued trial and writes its
-RUNNING record under a file lock, so no two workers run one trial; a RUNNING study trial whose record is
-not live (a dead worker's) is enqueued again. ``check_plan`` keeps machines with different plans off one study.
+RUNNING record under the study's lock (``study_lock``: a PostgreSQL advisory lock, or a local ``flock``), so
+no two workers run one trial. Which running trials are alive: on a database storage the database decides
+(Optuna's heartbeat; a dead worker's trial is failed and re-queued by its stale-trial callback); on the
+journal file, the trial's record (its pid on this host). ``check_plan`` keeps machines with different plans
+off one study.
 """
 from __future__ import annotations
 
-import fcntl
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator, Optional
+import sys
+import time
+from typing import Iterable, Optional
 
 import optuna
 from optuna.trial import TrialState
@@ -18,18 +20,33 @@ from reflect.ablation.execute import running_record
 from reflect.ablation.plan import PlannedTrial
 from reflect.ablation.spec import Ablation
 from reflect.ablation.store import COMPLETE, RUNNING, ResultsStore, TrialRecord
-from reflect.ablation.study import KEY_ATTR, has_waiting, mark_failed
+from reflect.ablation.study import (KEY_ATTR, has_waiting, heartbeat_seconds, mark_failed, reap_stale,
+                                    record_heartbeat, study_lock, uses_heartbeat)
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def is_live(study: optuna.Study, trial: optuna.trial.FrozenTrial, record: Optional[TrialRecord]) -> bool:
+    """Whether a worker is running ``trial`` now.
+
+    Heartbeat storage (call ``reap_stale`` first): RUNNING in the database and claimed in the store. Journal:
+    its RUNNING record is not stale (same host: the pid lives; another host: a recent update).
+    """
+    if record is None or record.status != RUNNING:
+        return False
+    if uses_heartbeat(study):
+        return trial.state == TrialState.RUNNING
+    return not record.is_stale()
+
+
+def live_keys(study: optuna.Study, store: ResultsStore, keys: Optional[Iterable[str]] = None) -> set[str]:
+    """Keys (of ``keys``, default all) whose trial a worker is running now; fails and re-queues stale ones first."""
+    reap_stale(study)
+    wanted = set(keys) if keys is not None else None
+    live = set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        key = t.user_attrs.get(KEY_ATTR)
+        if key and (wanted is None or key in wanted) and is_live(study, t, store.get(key)):
+            live.add(key)
+    return live
 
 
 def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore, study: optuna.Study,
@@ -39,7 +56,8 @@ def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore
     Waiting trials whose key is not in ``known`` (default: ``plan``'s keys) belong to an earlier plan and are
     failed off; a sequential design passes every trial it may run as ``known`` and one look's as ``plan``.
     """
-    with file_lock(store.root / ".queue.lock"):
+    with study_lock(study, store.root / ".queue.lock"):
+        reap_stale(study)  # a dead worker's trial: failed, and a copy queued with its key (resumed by whoever claims it)
         by_key: dict[str, list[optuna.trial.FrozenTrial]] = {}
         for t in study.get_trials(deepcopy=False):
             by_key.setdefault(t.user_attrs.get(KEY_ATTR, ""), []).append(t)
@@ -59,8 +77,7 @@ def sync_queue(ablation: Ablation, plan: list[PlannedTrial], store: ResultsStore
                 if t.state == TrialState.WAITING:
                     queued = True
                 elif t.state == TrialState.RUNNING:
-                    rec = store.get(p.key)
-                    if rec is not None and rec.status == RUNNING and not rec.is_stale():
+                    if is_live(study, t, store.get(p.key)):
                         queued = True  # a live worker is on it
                     else:
                         mark_failed(study, t.number, "worker died (stale); re-enqueued")
@@ -77,9 +94,11 @@ def claim_next(ablation: Ablation, by_key: dict[str, PlannedTrial], store: Resul
     trial without a live RUNNING record as a dead worker's; claiming and recording in one locked step leaves
     it no window in which a trial that has just started looks dead.
     """
-    with file_lock(store.root / ".queue.lock"):
+    with study_lock(study, store.root / ".queue.lock"):
+        reap_stale(study)
         while has_waiting(study):
             trial = study.ask()
+            record_heartbeat(study, trial._trial_id)  # at once: Optuna never judges a trial without a beat stale
             key = trial.user_attrs.get(KEY_ATTR)
             if key is None:
                 # Not one of ours: ask() created a fresh trial because no waiting one was left.
@@ -135,12 +154,7 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
     plan_id = hashlib.sha256("\n".join(sorted(known)).encode()).hexdigest()[:16]
     previous = study.user_attrs.get(PLAN_ATTR)
     if previous and previous != plan_id:
-        live = []  # any live trial: plans may overlap (other seeds), so its key alone cannot tell whose it is
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            key = t.user_attrs.get(KEY_ATTR)
-            rec = store.get(key) if key else None
-            if rec is not None and rec.status == RUNNING and not rec.is_stale():
-                live.append(key)
+        live = live_keys(study, store)  # any live trial: plans may overlap (other seeds), so a key cannot tell whose
         if live:
             raise ConfigError("--storage", f"study {ablation.name!r} is running another plan of this ablation "
                               f"(plan {previous}, live trials: {', '.join(sorted(live)[:3])}); this machine's plan "
@@ -148,3 +162,26 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
                               "the same data), or use another --storage")
     if previous != plan_id:
         study.set_user_attr(PLAN_ATTR, plan_id)
+
+
+def wait_for_others(study: optuna.Study, store: ResultsStore, keys: Iterable[str], waiting_since: list[float]) -> bool:
+    """With nothing left to claim: on a heartbeat storage, while other workers still run trials of ``keys``,
+    sleep one heartbeat interval and return True (the caller claims again: a dead worker's trial comes back
+    queued once its heartbeat is stale); False when none is running (or on the journal, which never re-queues).
+
+    Why wait: this machine's report and the next look of a sequential design need those trials' results.
+    ``waiting_since`` holds the time the wait began (empty before), for the progress line.
+    """
+    if not uses_heartbeat(study):
+        return False
+    running = live_keys(study, store, keys)  # fails and re-queues stale trials first
+    if has_waiting(study):
+        return True  # a dead worker's trial was just re-queued: claim it
+    if not running:
+        return False
+    if not waiting_since:
+        waiting_since.append(time.time())
+        print(f"waiting for {len(running)} trial(s) running on other workers ({', '.join(sorted(running)[:3])}); "
+              "a dead worker's trial is re-queued here once its heartbeat is stale", file=sys.stderr, flush=True)
+    time.sleep(heartbeat_seconds(study))
+    return True

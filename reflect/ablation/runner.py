@@ -18,10 +18,10 @@ from typing import Any, Iterator, Optional
 
 from reflect.ablation.execute import run_trial
 from reflect.ablation.plan import PlannedTrial, plan_trials
-from reflect.ablation.queue import check_plan, claim_next, sync_queue, tell
+from reflect.ablation.queue import check_plan, claim_next, live_keys, sync_queue, tell, wait_for_others
 from reflect.ablation.spec import Ablation, load_ablation
-from reflect.ablation.store import COMPLETE, FAILED, PRUNED, RUNNING, ResultsStore, TrialRecord
-from reflect.ablation.study import describe_study, open_storage, open_study
+from reflect.ablation.store import COMPLETE, FAILED, PRUNED, ResultsStore, TrialRecord
+from reflect.ablation.study import describe_study, open_storage, open_study, trial_heartbeat
 
 
 @dataclass
@@ -59,12 +59,16 @@ def worker_loop(opts: RunOptions) -> int:
                        "maximize" if ablation.metric.mode == "max" else "minimize")
     by_key = {p.key: p for p in plan.values()}
     ran = 0
+    waiting_since: list[float] = []
     while True:
         claimed = claim_next(ablation, by_key, store, study)
         if claimed is None:
+            if wait_for_others(study, store, by_key, waiting_since):
+                continue  # others' trials still run: a dead worker's comes back queued once its beat is stale
             break
         trial, p = claimed
-        record = run_trial(ablation, p, store, trial.number)
+        with trial_heartbeat(study, trial._trial_id):
+            record = run_trial(ablation, p, store, trial.number)
         ran += 1
         tell(study, trial, record)
     return ran
@@ -123,11 +127,11 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
                                                  "design": ablation.design.describe()})
     attempted: set[str] = set()
     if rerun:
+        live = live_keys(study, store, known)
         for p in full_plan:
-            rec = store.get(p.key)
-            if rec is not None and rec.status == RUNNING and not rec.is_stale():
+            if p.key in live:
                 continue  # another worker is training it right now: never pull its folder from under it
-            if rec is not None or store.workdir(p.key).exists():
+            if store.get(p.key) is not None or store.workdir(p.key).exists():
                 set_aside(store, p.key, with_work=True)
     elif retry_failed:
         for p in full_plan:  # kept (with its failure reason) under trials/retried/; the retry writes a fresh record

@@ -19,6 +19,11 @@ class SyntheticHeadConfig:
     camera_distance: float = 0.8  # metres from the head centre
     stereo_yaw_deg: float = 12.0  # the two training cameras sit at ±this yaw
     field_of_view_m: float = 0.27  # width of the scene covered by the image at the head's distance
+    # Capture sessions generated and loaded. Each later session is a second capture of the same head: another
+    # lighting, wider head motion and expression range, and mis-tracked timesteps that its allowlist.txt leaves
+    # out. Loader options, not generator parameters: they do not enter a session's cache key.
+    sessions: int = 1
+    allowlist: bool = True  # load the later sessions through their allowlist (the guard); False: every frame
 
     def validate(self) -> None:
         if self.image_size < 8:
@@ -40,6 +45,8 @@ class SyntheticHeadConfig:
             raise ValueError(f"stereo_yaw_deg: expected degrees in (0, 60), got {self.stereo_yaw_deg}")
         if self.field_of_view_m <= 0.1:
             raise ValueError(f"field_of_view_m: expected metres > 0.1, got {self.field_of_view_m}")
+        if isinstance(self.sessions, bool) or not 1 <= self.sessions <= 3:
+            raise ValueError(f"sessions: expected 1, 2 or 3 synthetic capture sessions, got {self.sessions!r}")
 
 
 @dataclass
@@ -75,6 +82,9 @@ class DataConfig:
     # how an export stores the principal point's y: "vhap" (VHAP's exporter, with its default opencv->opengl
     # conversion, writes cy = h - cy_opencv: measured from the bottom) or "top" (nerfstudio / instant-ngp style)
     principal_point: str = "vhap"
+    # names of the sessions whose val/test frames are evaluated (None: every session). A multi-session ablation
+    # scores every arm on the same frames: those of the session all arms share.
+    eval_sessions: Optional[List[str]] = None
     synthetic: SyntheticHeadConfig = field(default_factory=SyntheticHeadConfig)
 
     def validate(self) -> None:
@@ -85,5 +95,8 @@ class DataConfig:
             raise ValueError(f"downscale: expected an integer >= 1 (1 = full resolution), got {self.downscale!r}")
         if len(self.background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.background):
             raise ValueError(f"background: expected three values in [0, 1], got {list(self.background)}")
+        if self.eval_sessions is not None and (not self.eval_sessions or not all(self.eval_sessions)):
+            raise ValueError(f"eval_sessions: expected a non-empty list of session names or null, "
+                             f"got {self.eval_sessions!r}")
         if self.max_eval_frames is not None and self.max_eval_frames < 1:
             raise ValueError(f"max_eval_frames: expected a positive integer or null, got {self.max_eval_frames}")

@@ -74,9 +74,9 @@ def dataset_fingerprint(cfg: Any) -> str:
     """
     h = hashlib.sha256()
     if cfg.root is None and not cfg.sessions:
-        from reflect.data.synthetic import config_key
+        from reflect.data.synthetic import synthetic_fingerprint
 
-        h.update(f"synthetic:{config_key(cfg.synthetic)}".encode())
+        h.update(f"synthetic:{synthetic_fingerprint(cfg.synthetic)}".encode())
         return h.hexdigest()[:12]
     for index, s in enumerate(resolve_sessions(cfg)):
         h.update(f"session {index}\n".encode())

@@ -391,17 +391,35 @@ def load_splits(cfg: Any, splits: Sequence[str] = SPLITS) -> dict[str, AvatarDat
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLITS)}")
     if cfg.root is None and not cfg.sessions:
-        from reflect.data.synthetic import ensure_synthetic_head
+        from reflect.data.synthetic import SESSION_ALLOWLIST, ensure_synthetic_head, session_name
 
-        sessions = [Session(ensure_synthetic_head(cfg.synthetic), "synthetic", None)]
+        sessions = []
+        for index in range(int(getattr(cfg.synthetic, "sessions", 1))):
+            root = ensure_synthetic_head(cfg.synthetic, index)
+            guarded = index > 0 and bool(getattr(cfg.synthetic, "allowlist", True))
+            sessions.append(Session(root, session_name(index), read_allowlist(root / SESSION_ALLOWLIST)
+                                    if guarded else None))
     else:
         sessions = resolve_sessions(cfg)
+    evaluated = _evaluated_sessions(sessions, getattr(cfg, "eval_sessions", None))
     bg = tuple(float(c) for c in cfg.background)
-    return {split: AvatarDataset(sessions, split, bg, preload=bool(cfg.preload),
+    return {split: AvatarDataset(sessions if split == "train" else evaluated, split, bg, preload=bool(cfg.preload),
                                  max_frames=None if split == "train" else cfg.max_eval_frames,
                                  downscale=getattr(cfg, "downscale", 1),
                                  principal_point=getattr(cfg, "principal_point", "vhap"))
             for split in dict.fromkeys(splits)}
+
+
+def _evaluated_sessions(sessions: list[Session], names: Optional[Sequence[str]]) -> list[Session]:
+    """The sessions whose val/test frames are evaluated: ``data.eval_sessions`` by name, else all."""
+    if names is None:
+        return sessions
+    known = [s.name for s in sessions]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise DatasetError(f"data.eval_sessions: no session named {', '.join(map(repr, unknown))}; "
+                           f"the sessions are {', '.join(map(repr, known))}")
+    return [s for s in sessions if s.name in set(names)]
 
 
 def _box_reduce(pixels: np.ndarray, factor: int) -> np.ndarray:

@@ -18,6 +18,11 @@ hair strands) and expression-driven wrinkles whose darkness depends on the expre
   revealing the dark mouth interior and the upper teeth;
 * ``eyes_pose`` (axis-angle per eye): gaze; ``expr[3:]`` small smooth values with no effect.
 
+A later capture session (``session`` ≥ 1, ``SyntheticHeadConfig.sessions``) is the same head captured again:
+key light from the other side with a warm tint, head motion 1.8× and expression range 1.35× wider, and 12% of
+its train timesteps mis-tracked (their FLAME parameters are another timestep's, as when a tracker fails on
+a frame); ``allowlist.txt`` lists the timesteps that are not, as a curated capture's allowlist would.
+
 Conventions: metres, head centred near the origin (radius ~0.09 m), face toward +z, y up. Three cameras at
 ``camera_distance`` looking at the head: 0 and 1 at ±``stereo_yaw_deg`` (train/test), 2 frontal (val).
 """
@@ -94,26 +99,50 @@ def _smooth(rng: np.random.Generator, t: np.ndarray, n_waves: int = 3) -> np.nda
     return s / amps.sum()
 
 
-def make_sequence(cfg: SyntheticHeadConfig) -> dict[str, np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class SessionLook:
+    """How one capture session differs: lighting, and how far the head and face move."""
+
+    key_light: tuple[float, float, float] = (-0.45, 0.55, 0.7)
+    fill_light: tuple[float, float, float] = (0.7, -0.1, 0.7)
+    tint: Optional[tuple[float, float, float]] = None  # multiplies the diffuse light (None: white)
+    motion: float = 1.0  # scales head rotation and translation
+    expression_range: float = 1.0  # scales the smile/brow/squint excursions and the jaw
+    glitch_fraction: float = 0.0  # share of train timesteps whose stored FLAME parameters are another's
+
+
+SESSION_LOOKS = (
+    SessionLook(),
+    SessionLook(key_light=(0.55, 0.45, 0.7), fill_light=(-0.7, 0.0, 0.7), tint=(1.0, 0.9, 0.78), motion=1.8,
+                expression_range=1.35, glitch_fraction=0.12),
+    SessionLook(key_light=(0.0, 0.8, 0.6), fill_light=(0.0, -0.5, 0.8), tint=(0.86, 0.92, 1.0), motion=1.5,
+                expression_range=1.2, glitch_fraction=0.08),
+)
+
+
+def make_sequence(cfg: SyntheticHeadConfig, session: int = 0) -> dict[str, np.ndarray]:
     """FLAME parameters for every timestep (train first, then the held-out test block) and the rare mask."""
-    rng = np.random.default_rng([cfg.seed, 1])
+    look = SESSION_LOOKS[session]
+    rng = np.random.default_rng([cfg.seed, 1] if session == 0 else [cfg.seed, 1, session])
     n = cfg.n_train_timesteps + cfg.n_test_timesteps
     t = np.arange(n, dtype=np.float64)
     expr = np.zeros((n, N_EXPR))
-    expr[:, 0] = 0.45 + 0.75 * _smooth(rng, t)  # smile, about [-0.3, 1.2]
-    expr[:, 1] = 0.40 + 0.80 * _smooth(rng, t)  # brow raise, about [-0.4, 1.2]
-    expr[:, 2] = 0.30 + 0.50 * _smooth(rng, t)  # squint, about [-0.2, 0.8]
+    wide = look.expression_range
+    expr[:, 0] = 0.45 + 0.75 * wide * _smooth(rng, t)  # smile, about [-0.3, 1.2] in session 0
+    expr[:, 1] = 0.40 + 0.80 * wide * _smooth(rng, t)  # brow raise, about [-0.4, 1.2]
+    expr[:, 2] = 0.30 + 0.50 * wide * _smooth(rng, t)  # squint, about [-0.2, 0.8]
     periods = rng.uniform(10.0, 60.0, N_EXPR - 3)
     phases = rng.uniform(0.0, 2 * np.pi, N_EXPR - 3)
     expr[:, 3:] = 0.15 * np.sin(2 * np.pi * t[:, None] / periods + phases)  # no visual effect
     jaw = np.zeros((n, 3))
-    jaw[:, 0] = np.clip(0.07 + 0.13 * _smooth(rng, t), 0.0, None)
+    jaw[:, 0] = np.clip(0.07 + 0.13 * wide * _smooth(rng, t), 0.0, None)
     eyes = np.zeros((n, 6))
     gaze_pitch, gaze_yaw = 0.12 * _smooth(rng, t), 0.2 * _smooth(rng, t)
     eyes[:, 0] = eyes[:, 3] = gaze_pitch
     eyes[:, 1] = eyes[:, 4] = gaze_yaw
-    rotation = np.stack([0.15 * _smooth(rng, t), 0.30 * _smooth(rng, t), 0.08 * _smooth(rng, t)], axis=1)
-    translation = np.stack([0.01 * _smooth(rng, t), 0.008 * _smooth(rng, t), 0.005 * _smooth(rng, t)], axis=1)
+    m = look.motion
+    rotation = m * np.stack([0.15 * _smooth(rng, t), 0.30 * _smooth(rng, t), 0.08 * _smooth(rng, t)], axis=1)
+    translation = m * np.stack([0.01 * _smooth(rng, t), 0.008 * _smooth(rng, t), 0.005 * _smooth(rng, t)], axis=1)
 
     rare = np.zeros(n, dtype=bool)
     n_rare = int(round(cfg.rare_fraction * cfg.n_train_timesteps))
@@ -123,8 +152,16 @@ def make_sequence(cfg: SyntheticHeadConfig) -> dict[str, np.ndarray]:
         jaw[idx, 0] = rng.uniform(0.40, 0.50, n_rare)
         expr[idx, 0] = rng.uniform(2.0, 2.8, n_rare)
         expr[idx, 1] = rng.uniform(2.0, 2.6, n_rare)
+    # Mis-tracked timesteps (later sessions): the stored parameters are those of a timestep far away, while the
+    # image shows the true pose; ``tracked_as[t]`` is the timestep whose parameters are stored for t.
+    tracked_as = np.arange(n)
+    n_glitch = int(round(look.glitch_fraction * cfg.n_train_timesteps))
+    if n_glitch:
+        candidates = np.flatnonzero(~rare[:cfg.n_train_timesteps])
+        glitched = np.sort(rng.choice(candidates, size=min(n_glitch, len(candidates)), replace=False))
+        tracked_as[glitched] = (glitched + cfg.n_train_timesteps // 2) % cfg.n_train_timesteps
     return {"expr": expr, "jaw_pose": jaw, "eyes_pose": eyes, "neck_pose": np.zeros((n, 3)),
-            "rotation": rotation, "translation": translation, "rare": rare}
+            "rotation": rotation, "translation": translation, "rare": rare, "tracked_as": tracked_as}
 
 
 def make_cameras(cfg: SyntheticHeadConfig) -> tuple[np.ndarray, float]:
@@ -330,9 +367,10 @@ class ProceduralHead:
         teeth = (y > -0.0445) & (x.abs() < 0.019)
         return torch.where(teeth[:, None], torch.tensor([0.9, 0.88, 0.82]) * gaps[:, None], col)
 
-    def render(self, rays_o: torch.Tensor, rays_d: torch.Tensor, params: dict[str, torch.Tensor]
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Shade rays (world [F,N,3]) of F frames; returns colour [F,N,3], hit mask [F,N], wrinkle zone [F,N]."""
+    def render(self, rays_o: torch.Tensor, rays_d: torch.Tensor, params: dict[str, torch.Tensor],
+               look: SessionLook = SESSION_LOOKS[0]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Shade rays (world [F,N,3]) of F frames under a session's lighting; returns colour [F,N,3], hit mask
+        [F,N], wrinkle zone [F,N]."""
         rot, trans = params["R"], params["t"]  # [F,3,3], [F,3]
         o_h = (rays_o - trans[:, None]) @ rot  # R^T (x - t) as row vectors
         d_h = rays_d @ rot
@@ -342,16 +380,19 @@ class ProceduralHead:
         alb, zone_hit = self.albedo(q[hit], idx[hit], per_ray)
         n_w = (n_h[hit][:, None, :] @ rot[fi].transpose(-1, -2))[:, 0]
         view = -rays_d[hit]
-        key = torch.tensor([-0.45, 0.55, 0.7])
+        key = torch.tensor(look.key_light)
         key = key / key.norm()
-        fill = torch.tensor([0.7, -0.1, 0.7])
+        fill = torch.tensor(look.fill_light)
         fill = fill / fill.norm()
         lambert = 0.3 + 0.62 * (n_w @ key).clamp_min(0) + 0.18 * (n_w @ fill).clamp_min(0)
+        diffuse = alb * lambert[:, None]
+        if look.tint is not None:
+            diffuse = diffuse * torch.tensor(look.tint)
         refl = 2 * (n_w @ key)[:, None] * n_w - key
         spec_w = torch.where(self.material[idx[hit]] == 0, 0.06, torch.where(self.material[idx[hit]] == 3, 0.0, 0.5))
         spec = spec_w * ((refl * view).sum(-1).clamp_min(0) ** 40)
         rgb = torch.zeros(*hit.shape, 3)
-        rgb[hit] = (alb * lambert[:, None] + spec[:, None]).clamp(0, 1)
+        rgb[hit] = (diffuse + spec[:, None]).clamp(0, 1)
         zone = torch.zeros(hit.shape)
         zone[hit] = zone_hit
         return rgb, hit, zone
@@ -387,13 +428,14 @@ def camera_rays(c2w_gl: np.ndarray, focal: float, size: int, ss: int) -> tuple[t
 
 
 def render_frames(head: ProceduralHead, seq: dict[str, np.ndarray], ts: np.ndarray, cams: np.ndarray,
-                  rays: list[tuple[torch.Tensor, torch.Tensor]], size: int, ss: int) -> tuple[np.ndarray, np.ndarray]:
+                  rays: list[tuple[torch.Tensor, torch.Tensor]], size: int, ss: int,
+                  look: SessionLook = SESSION_LOOKS[0]) -> tuple[np.ndarray, np.ndarray]:
     """RGBA uint8 [F,H,W,4] (straight colour, alpha = sub-pixel coverage) for timesteps ts seen by cameras cams,
     and the wrinkle-region masks uint8 [F,H,W] (255 inside)."""
     params = _frame_params(seq, ts)
     o = torch.stack([rays[c][0] for c in cams])
     d = torch.stack([rays[c][1] for c in cams])
-    rgb, hit, zone = head.render(o, d, params)
+    rgb, hit, zone = head.render(o, d, params, look)
     f = len(ts)
     rgb = rgb.reshape(f, size, ss, size, ss, 3)
     cov = hit.float().reshape(f, size, ss, size, ss, 1)
@@ -457,22 +499,57 @@ def _as_config(cfg: Any) -> SyntheticHeadConfig:
     return SyntheticHeadConfig(**OmegaConf.to_container(cfg, resolve=True))
 
 
-def config_key(cfg: Any) -> str:
-    """Hash of the generator's parameters and version: the cache folder name and the synthetic fingerprint."""
-    blob = json.dumps({"version": GENERATOR_VERSION, **dataclasses.asdict(_as_config(cfg))}, sort_keys=True)
+LOADER_FIELDS = ("sessions", "allowlist")  # how many sessions to load and how: not what a session contains
+SESSION_ALLOWLIST = "allowlist.txt"
+
+
+def config_key(cfg: Any, session: int = 0) -> str:
+    """Hash of the generator's parameters and version for one session: its cache folder name.
+
+    Session 0's key is what it was before sessions existed, so cached heads and results stay valid.
+    """
+    params = {k: v for k, v in dataclasses.asdict(_as_config(cfg)).items() if k not in LOADER_FIELDS}
+    if session:
+        params["session"] = session
+    blob = json.dumps({"version": GENERATOR_VERSION, **params}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool = True) -> Path:
-    """Write the synthetic head dataset into out_dir (created) in GaussianAvatars' layout; returns out_dir."""
+def synthetic_fingerprint(cfg: Any) -> str:
+    """What the synthetic data of a config is: every loaded session's key, and whether allowlists apply."""
+    cfg = _as_config(cfg)
+    if cfg.sessions == 1:
+        return config_key(cfg)
+    keys = "+".join(config_key(cfg, s) for s in range(cfg.sessions))
+    return f"{keys}:{'allowlist' if cfg.allowlist else 'every-frame'}"
+
+
+def session_name(session: int) -> str:
+    """The name session ``session`` (0-based) loads under: ``synthetic``, ``synthetic2``, ..."""
+    return "synthetic" if session == 0 else f"synthetic{session + 1}"
+
+
+def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool = True, session: int = 0) -> Path:
+    """Write one session of the synthetic head into out_dir (created) in GaussianAvatars' layout; returns out_dir.
+
+    Args:
+        cfg: the generator's parameters (``SyntheticHeadConfig`` or an OmegaConf node of it).
+        out_dir: the dataset folder to write.
+        progress: show a progress bar on a terminal.
+        session: 0 for the first capture session; 1 or 2 for a later one (see ``SESSION_LOOKS``), which also
+            writes ``allowlist.txt`` (the timesteps whose tracking is right).
+    """
     cfg = _as_config(cfg)
     cfg.validate()
+    if not 0 <= session < len(SESSION_LOOKS):
+        raise ValueError(f"session: expected 0..{len(SESSION_LOOKS) - 1}, got {session}")
+    look = SESSION_LOOKS[session]
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "flame_param").mkdir(exist_ok=True)
     (out / "regions").mkdir(exist_ok=True)
     size, ss = cfg.image_size, cfg.supersample
-    seq = make_sequence(cfg)
+    seq = make_sequence(cfg, session)
     c2ws, focal = make_cameras(cfg)
     head = ProceduralHead(cfg.seed)
     rays = [camera_rays(c2w, focal, size, ss) for c2w in c2ws]
@@ -487,15 +564,21 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
         "test": [(t, c) for t in test_ts for c in (0, 1)],
     }
     for t in range(n_train + cfg.n_test_timesteps):
+        tracked = int(seq["tracked_as"][t])  # t itself, or a far timestep where the tracker failed
         _write_npz(out / "flame_param" / f"{t:05d}.npz", {
-            "expr": seq["expr"][t][None].astype(np.float32),
-            "jaw_pose": seq["jaw_pose"][t][None].astype(np.float32),
-            "eyes_pose": seq["eyes_pose"][t][None].astype(np.float32),
-            "neck_pose": seq["neck_pose"][t][None].astype(np.float32),
-            "rotation": seq["rotation"][t][None].astype(np.float32),
-            "translation": seq["translation"][t][None].astype(np.float32),
+            "expr": seq["expr"][tracked][None].astype(np.float32),
+            "jaw_pose": seq["jaw_pose"][tracked][None].astype(np.float32),
+            "eyes_pose": seq["eyes_pose"][tracked][None].astype(np.float32),
+            "neck_pose": seq["neck_pose"][tracked][None].astype(np.float32),
+            "rotation": seq["rotation"][tracked][None].astype(np.float32),
+            "translation": seq["translation"][tracked][None].astype(np.float32),
             "shape": np.zeros(300, dtype=np.float32),
         })
+    if session:
+        good = [t for t in range(n_train + cfg.n_test_timesteps) if seq["tracked_as"][t] == t]
+        (out / SESSION_ALLOWLIST).write_text(
+            "# timesteps whose FLAME tracking is right (the mis-tracked ones are left out)\n"
+            + "".join(f"{t}\n" for t in good))
     _write_npz(out / "canonical_flame_param.npz", {
         "expr": np.zeros((1, N_EXPR), np.float32), "jaw_pose": np.zeros((1, 3), np.float32),
         "eyes_pose": np.zeros((1, 6), np.float32), "neck_pose": np.zeros((1, 3), np.float32),
@@ -515,7 +598,7 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
         for start in range(0, len(all_frames), CHUNK_FRAMES):
             chunk = all_frames[start:start + CHUNK_FRAMES]
             ts = np.array([t for t, _ in chunk])
-            rgba, wrinkles = render_frames(head, seq, ts, np.array([c for _, c in chunk]), rays, size, ss)
+            rgba, wrinkles = render_frames(head, seq, ts, np.array([c for _, c in chunk]), rays, size, ss, look)
             for (t, c), img, region in zip(chunk, rgba, wrinkles):
                 Image.fromarray(img, "RGBA").save(out / "images" / f"{t:05d}_{c:02d}.png")
                 Image.fromarray(region, "L").save(out / "regions" / f"{t:05d}_{c:02d}_wrinkles.png")
@@ -536,6 +619,7 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
                 "flame_param_path": f"flame_param/{t:05d}.npz",
                 "region_mask_paths": {"wrinkles": f"regions/{t:05d}_{c:02d}_wrinkles.png"},
                 "rare_expression": bool(seq["rare"][t]),
+                **({"tracking_glitch": True} if seq["tracked_as"][t] != t else {}),
             } for t, c in frames],
         }
         (out / f"transforms_{split}.json").write_text(json.dumps(doc, indent=2))
@@ -550,20 +634,20 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "reflect"
 
 
-def ensure_synthetic_head(cfg: Any) -> Path:
-    """The cached synthetic head for cfg, generated on first use.
+def ensure_synthetic_head(cfg: Any, session: int = 0) -> Path:
+    """The cached synthetic head (one session of it) for cfg, generated on first use.
 
     Generation writes into a temporary sibling folder renamed into place at the end, so an interrupted run
     never leaves half a dataset, and a process that loses the race to another simply uses the winner's copy.
     """
     root = cache_dir()
-    target = root / f"synthetic_head-{config_key(cfg)}"
+    target = root / f"synthetic_head-{config_key(cfg, session)}"
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
     try:
-        generate_synthetic_head(cfg, tmp)
+        generate_synthetic_head(cfg, tmp, session=session)
         try:
             os.rename(tmp, target)
         except OSError:
