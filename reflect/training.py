@@ -65,6 +65,20 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+def check_expression_length(cfg: TrainConfig, available: int) -> None:
+    """The model reads ``expr_dims`` leading expression components; the data must have that many."""
+    from reflect.data.errors import DatasetError
+
+    for key in ("model.deform.expr_dims", "model.decoder.expr_dims"):
+        _, section, leaf = key.split(".")
+        wanted = getattr(getattr(cfg.model, section), leaf)
+        if section == "deform" and not cfg.model.deform.enabled:
+            continue
+        if wanted > available:
+            raise DatasetError(f"{key}={wanted}, but the data's FLAME expr has {available} components: "
+                               f"set {key}={available} or fewer")
+
+
 def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger: Any = None,
           callbacks: Sequence[Callback] = (), progress: Optional[bool] = None,
           code_version: Optional[str] = None) -> TrainResult:
@@ -91,6 +105,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
 
     splits = load_splits(cfg.data, ["train", *cfg.eval.splits])
     train_set = splits["train"]
+    check_expression_length(cfg, train_set.expression_length())
     module = AvatarModule(cfg, train_set.init_points(), train_set.width, train_set.height)
     datamodule = AvatarDataModule(cfg, {k: splits[k] for k in ["train", *cfg.eval.splits]},
                                   start_step=lambda: module.global_step)

@@ -429,3 +429,23 @@ def test_two_synthetic_sessions_train_together_and_evaluate_on_the_first(tmp_pat
         load_splits(DataConfig(synthetic=two, eval_sessions=["session1"]))
     prints = {dataset_fingerprint(DataConfig(synthetic=c)) for c in (TINY, two, replace(two, allowlist=False))}
     assert len(prints) == 3
+
+
+def test_any_expression_length_is_read_and_must_be_one_per_split(tmp_path: Path) -> None:
+    """Trackers export other than 100 expression components; the model checks it has the ones it reads."""
+    from reflect.config import load_train_config
+    from reflect.training import check_expression_length
+
+    root = make_dataset(tmp_path / "d", timesteps=(0, 1))
+    for t in (0, 1):
+        _npz(root / "flame_param" / f"{t:05d}.npz", expr=np.full((1, 50), float(t)))
+    train = load_splits(DataConfig(root=str(root)))["train"]
+    assert train.expression_length() == 50 and train[1]["expr"].shape == (50,) and train[1]["expr"][49] == 1.0
+    cfg = load_train_config("quick", ["model.deform.expr_dims=50", "model.decoder.expr_dims=10"])
+    check_expression_length(cfg, 50)
+    cfg = load_train_config("quick", ["model.deform.expr_dims=60"])
+    with pytest.raises(DatasetError, match=r"model.deform.expr_dims=60, but the data's FLAME expr has 50"):
+        check_expression_length(cfg, 50)
+    _npz(root / "flame_param" / "00001.npz", expr=np.zeros((1, 20)))
+    with pytest.raises(DatasetError, match="has 50 expression components but frame .* has 20"):
+        load_splits(DataConfig(root=str(root)), splits=("train",))

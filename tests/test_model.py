@@ -94,3 +94,27 @@ def test_deform_mlp_split_first_layer_equals_the_concatenated_input():
     torch.testing.assert_close(d_pos, out[..., :3] * mlp.offset_scale, atol=1e-12, rtol=0)
     torch.testing.assert_close(d_quat, out[..., 3:7] + torch.tensor([1.0, 0, 0, 0]).double(), atol=1e-12, rtol=0)
     torch.testing.assert_close(d_logscale, out[..., 7:], atol=1e-12, rtol=0)
+
+
+def test_the_rigid_head_composes_rotation_and_neck_pose():
+    """Without a FLAME model the head turns by R(rotation) R(neck_pose): a neck turn moves it like a global one."""
+    import math
+
+    from reflect.config import load_train_config
+    from reflect.model.avatar import GaussianAvatar
+
+    cfg = load_train_config("quick", ["model.gaussians.num_gaussians=50", "model.deform.enabled=false"])
+    torch.manual_seed(0)
+    model = GaussianAvatar(cfg.model, None, background=(1.0, 1.0, 1.0))
+    zero = torch.zeros(1, 3)
+    yaw = torch.tensor([[0.0, math.pi / 2, 0.0]])
+    base = {"expr": torch.zeros(1, 100), "jaw_pose": zero, "eyes_pose": torch.zeros(1, 6), "translation": zero}
+    by_neck = model.deformed_gaussians({**base, "rotation": zero, "neck_pose": yaw})
+    by_global = model.deformed_gaussians({**base, "rotation": yaw, "neck_pose": zero})
+    still = model.deformed_gaussians({**base, "rotation": zero, "neck_pose": zero})
+    assert torch.allclose(by_neck["means"], by_global["means"], atol=1e-6)
+    assert not torch.allclose(by_neck["means"], still["means"], atol=1e-3)
+    # a quarter turn about y maps x to -z: the composition is applied, not ignored
+    assert torch.allclose(by_neck["means"][0, :, 2], -still["means"][0, :, 0], atol=1e-5)
+    both = model.deformed_gaussians({**base, "rotation": yaw, "neck_pose": yaw})
+    assert torch.allclose(both["means"][0, :, 0], -still["means"][0, :, 0], atol=1e-5)  # half a turn in all

@@ -26,6 +26,7 @@ from reflect.analysis.windows import windowed
 from reflect.code_version import git_state
 from reflect.config import TrainConfig
 from reflect.config_loading import to_plain_dict
+from reflect.model.avatar import HEAD_MODEL
 
 
 class StoreHeartbeat(Callback):
@@ -91,6 +92,7 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "render_backend_requested": cfg.render.backend or "auto",
         "ground_truth": result.ground_truth,
         "principal_point": cfg.data.principal_point,  # how the export's cy was read
+        "head_model": HEAD_MODEL,
     }
 
 

@@ -21,7 +21,9 @@ from reflect.data.images import image_size, read_mask, read_rgba
 from reflect.data.ply import read_ply_points
 
 SPLITS = ("train", "val", "test")
-FLAME_KEYS = {"expr": 100, "jaw_pose": 3, "eyes_pose": 6, "neck_pose": 3, "rotation": 3, "translation": 3}
+# Sizes of the per-frame FLAME parameters; None: any length (VHAP exports 100 expression components by default,
+# other trackers fewer or more; the model reads ``expr_dims`` of them, checked by ``expression_length``).
+FLAME_KEYS = {"expr": None, "jaw_pose": 3, "eyes_pose": 6, "neck_pose": 3, "rotation": 3, "translation": 3}
 GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes (y up, looking down -z) → OpenCV
 
 
@@ -86,7 +88,7 @@ def _inside(root: Path, rel: Any, where: str, bases: list[str]) -> Path:
     return Path(joined)
 
 
-def _load_flame(path: Path, where: str, keys: dict[str, int]) -> dict[str, np.ndarray]:
+def _load_flame(path: Path, where: str, keys: dict[str, Optional[int]]) -> dict[str, np.ndarray]:
     """The FLAME parameters of one npz, flattened to float32 and size-checked."""
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -100,7 +102,9 @@ def _load_flame(path: Path, where: str, keys: dict[str, int]) -> dict[str, np.nd
         if key not in data:
             raise DatasetError(f"{path}: missing key '{key}' (expected {', '.join(keys)}; {where})")
         arr = np.asarray(data[key], dtype=np.float32).reshape(-1)
-        if arr.size != size:
+        if size is None and arr.size == 0:
+            raise DatasetError(f"{path}: '{key}' is empty ({where})")
+        if size is not None and arr.size != size:
             raise DatasetError(f"{path}: '{key}' has {arr.size} values, expected {size} ({where})")
         out[key] = arr
     return out
@@ -204,6 +208,13 @@ class AvatarDataset(Dataset):
                     "alone with eval.splits=[test]") if split == "val" else ""
             raise DatasetError(f"split '{split}' has no frames in {', '.join(str(s.root) for s in sessions)}"
                                f" (after allowlists){hint}")
+        lengths = {}
+        for f in frames:
+            lengths.setdefault(f.flame["expr"].size, f.frame_id)
+        if len(lengths) > 1:
+            (n1, f1), (n2, f2) = list(lengths.items())[:2]
+            raise DatasetError(f"split '{split}': frame {f1} has {n1} expression components but frame {f2} has "
+                               f"{n2}; every frame must come from one tracker setting")
         ids = [f.frame_id for f in frames]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
@@ -362,6 +373,10 @@ class AvatarDataset(Dataset):
         item.update(session=torch.tensor(f.session), timestep=torch.tensor(f.timestep),
                     camera=torch.tensor(f.camera), index=torch.tensor(i), frame_id=f.frame_id)
         return item
+
+    def expression_length(self) -> int:
+        """How many FLAME expression components every frame of this split has."""
+        return int(self.frames[0].flame["expr"].size)
 
     def expression_codes(self) -> np.ndarray:
         """[len, 109] expr | jaw_pose | eyes_pose per frame, without decoding images (for samplers)."""

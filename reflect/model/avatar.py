@@ -25,6 +25,9 @@ from reflect.render import rasterization
 
 # A head-sized ellipsoid (metres, FLAME scale) for real data without points3d.ply.
 HEAD_ELLIPSOID_RADII = (0.08, 0.1, 0.09)
+# What moves the Gaussians, as recorded in every trial's protocol: a rigid head (FLAME's global rotation composed
+# with neck_pose, about the origin, then translation) with the DeformMLP's expression offsets; no FLAME mesh.
+HEAD_MODEL = "rigid: R(rotation) R(neck_pose) about the origin + translation, DeformMLP offsets"
 
 
 def ellipsoid_surface_points(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -123,7 +126,9 @@ class GaussianAvatar(nn.Module):
             means = means + d_pos
             quats = quat_multiply(F.normalize(d_quat, dim=-1), quats)
             log_scales = log_scales + d_logscale
-        rot = axis_angle_to_matrix(batch["rotation"])  # FLAME global head rotation
+        # The rigid head model (no FLAME model file): FLAME's global rotation composed with the neck's, whose
+        # head-to-torso motion VHAP tracks in neck_pose, both about the origin (HEAD_MODEL).
+        rot = axis_angle_to_matrix(batch["rotation"]) @ axis_angle_to_matrix(batch["neck_pose"])
         world_means = means @ rot.transpose(1, 2) + batch["translation"][:, None, :]
         world_quats = quat_multiply(matrix_to_quat(rot)[:, None, :], quats)
         return {

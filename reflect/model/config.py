@@ -41,8 +41,8 @@ class DeformConfig:
     def validate(self) -> None:
         if self.hidden < 1 or self.layers < 1:
             raise ValueError(f"hidden: expected hidden >= 1 and layers >= 1, got {self.hidden}, {self.layers}")
-        if not 0 <= self.expr_dims <= 100:
-            raise ValueError(f"expr_dims: expected 0..100, got {self.expr_dims}")
+        if self.expr_dims < 0:  # the upper bound is the data's (checked when training starts)
+            raise ValueError(f"expr_dims: expected an integer >= 0, got {self.expr_dims}")
 
 
 @dataclass
@@ -68,8 +68,8 @@ class DecoderConfig:
             raise ValueError(f"view_conditioning: expected one of {VIEW_CONDITIONING}, got {self.view_conditioning!r}")
         if self.sr_scale not in SR_SCALES:
             raise ValueError(f"sr_scale: expected one of {SR_SCALES}, got {self.sr_scale}")
-        if not 0 <= self.expr_dims <= 100:
-            raise ValueError(f"expr_dims: expected 0..100, got {self.expr_dims}")
+        if self.expr_dims < 0:  # the upper bound is the data's (checked when training starts)
+            raise ValueError(f"expr_dims: expected an integer >= 0, got {self.expr_dims}")
 
 
 @dataclass
