@@ -167,7 +167,8 @@ NON_IDENTITY_KEYS = (
 # Keys added after results stores existed, with the value every earlier trial ran with: left out of the identity
 # at that value, so adding a setting never orphans finished trials (their hashes stay what they were).
 LATER_KEYS_AT_DEFAULT = {"data.downscale": 1, "data.principal_point": "vhap", "data.eval_sessions": None,
-                         "data.synthetic.sessions": 1, "data.synthetic.allowlist": True}
+                         "data.synthetic.sessions": 1, "data.synthetic.allowlist": True,
+                         "data.synthetic.flavour": "gaussian_avatars"}
 
 
 def identity_dict(cfg: TrainConfig) -> dict[str, Any]:

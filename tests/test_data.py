@@ -449,3 +449,44 @@ def test_any_expression_length_is_read_and_must_be_one_per_split(tmp_path: Path)
     _npz(root / "flame_param" / "00001.npz", expr=np.zeros((1, 20)))
     with pytest.raises(DatasetError, match="has 50 expression components but frame .* has 20"):
         load_splits(DataConfig(root=str(root)), splits=("train",))
+
+
+def test_the_vhap_flavoured_synthetic_export_reads_as_the_same_scene(tmp_path: Path) -> None:
+    """VHAP's conventions (RGB over white + matte, cy stored from the bottom, an off-centre principal point,
+    neck_pose, no points3d.ply) read back to the same poses and ground truth as the GaussianAvatars flavour."""
+    from dataclasses import replace
+
+    from reflect.data.synthetic import VHAP_PRINCIPAL_POINT, axis_angle_to_matrix
+
+    soft = replace(TINY, supersample=2)  # sub-pixel coverage: soft matte edges
+    ga_root = generate_synthetic_head(soft, tmp_path / "ga", progress=False)
+    vhap_root = generate_synthetic_head(replace(soft, flavour="vhap"), tmp_path / "vhap", progress=False)
+    assert not (vhap_root / "points3d.ply").exists() and (vhap_root / "fg_masks").is_dir()
+    stored = json.loads((vhap_root / "transforms_train.json").read_text())["frames"][0]
+    assert stored["cy"] == pytest.approx(32 - VHAP_PRINCIPAL_POINT[1] * 32)  # from the bottom, as VHAP writes it
+    ga = load_splits(DataConfig(root=str(ga_root)))["train"]
+    vhap = load_splits(DataConfig(root=str(vhap_root)))["train"]
+    assert vhap.init_points() is None and ga.init_points() is not None
+    a, b = ga[3], vhap[3]
+    assert b["K"][0, 2] == pytest.approx(VHAP_PRINCIPAL_POINT[0] * 32) and b["K"][1, 2] == pytest.approx(
+        VHAP_PRINCIPAL_POINT[1] * 32)  # read back top-origin
+    assert torch.allclose(a["viewmat"], b["viewmat"]) and torch.allclose(a["expr"], b["expr"])
+    assert b["neck_pose"].abs().max() > 0.01 and a["neck_pose"].abs().max() == 0
+    pose = lambda item: axis_angle_to_matrix(item["rotation"].double().numpy()) @ axis_angle_to_matrix(
+        item["neck_pose"].double().numpy())
+    assert np.allclose(pose(a), pose(b), atol=1e-5)  # one head pose, split differently
+    # ground truth: the stored RGB as it is (already over white) and the matte as alpha
+    rgb = np.asarray(Image.open(vhap_root / stored["file_path"]), dtype=np.float32) / 255
+    matte = np.asarray(Image.open(vhap_root / stored["fg_mask_path"]), dtype=np.float32) / 255
+    first = vhap[0]
+    assert np.array_equal(first["image"].permute(1, 2, 0).numpy(), rgb)
+    assert np.array_equal(first["alpha"][0].numpy(), matte) and ((matte > 0.05) & (matte < 0.95)).any()
+    # the same head lands at the same place in both after the principal point's shift: compare the alpha
+    # silhouettes' centroids, offset by the principal points' difference
+    def centroid(alpha):
+        ys, xs = np.mgrid[0:32, 0:32]
+        return np.array([(alpha * xs).sum(), (alpha * ys).sum()]) / alpha.sum()
+    shift = (np.array(VHAP_PRINCIPAL_POINT) - 0.5) * 32
+    assert np.allclose(centroid(b["alpha"][0].numpy()) - centroid(a["alpha"][0].numpy()), shift, atol=0.5)
+    top = load_splits(DataConfig(root=str(vhap_root), principal_point="top"), splits=("train",))["train"]
+    assert top[3]["K"][1, 2] == pytest.approx(32 - VHAP_PRINCIPAL_POINT[1] * 32)  # the wrong reading differs

@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 
+SYNTHETIC_FLAVOURS = ("gaussian_avatars", "vhap")
+
+
 @dataclass
 class SyntheticHeadConfig:
     """Knobs of the embedded synthetic head; every field is part of its cache key and fingerprint."""
@@ -24,6 +27,11 @@ class SyntheticHeadConfig:
     # out. Loader options, not generator parameters: they do not enter a session's cache key.
     sessions: int = 1
     allowlist: bool = True  # load the later sessions through their allowlist (the guard); False: every frame
+    # The export's conventions: "gaussian_avatars" (RGBA images, centred principal point, points3d.ply, no neck
+    # motion) or "vhap" (VHAP's export_as_nerf_dataset.py: RGB composited over white + fg_masks/ mattes, an
+    # off-centre principal point stored as cy = h - cy, head motion split between rotation and neck_pose, and no
+    # points3d.ply). Both show the same head, poses and pixels.
+    flavour: str = "gaussian_avatars"
 
     def validate(self) -> None:
         if self.image_size < 8:
@@ -45,6 +53,8 @@ class SyntheticHeadConfig:
             raise ValueError(f"stereo_yaw_deg: expected degrees in (0, 60), got {self.stereo_yaw_deg}")
         if self.field_of_view_m <= 0.1:
             raise ValueError(f"field_of_view_m: expected metres > 0.1, got {self.field_of_view_m}")
+        if self.flavour not in SYNTHETIC_FLAVOURS:
+            raise ValueError(f"flavour: expected one of {SYNTHETIC_FLAVOURS}, got {self.flavour!r}")
         if isinstance(self.sessions, bool) or not 1 <= self.sessions <= 3:
             raise ValueError(f"sessions: expected 1, 2 or 3 synthetic capture sessions, got {self.sessions!r}")
 

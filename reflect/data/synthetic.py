@@ -164,6 +164,24 @@ def make_sequence(cfg: SyntheticHeadConfig, session: int = 0) -> dict[str, np.nd
             "rotation": rotation, "translation": translation, "rare": rare, "tracked_as": tracked_as}
 
 
+def split_neck_motion(seq: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same head poses with part of the motion in ``neck_pose``, as VHAP tracks it: the neck takes 40% of
+    each pose's rotation and ``rotation`` keeps the rest, so R(rotation) R(neck_pose) is the pose unchanged."""
+    total = axis_angle_to_matrix(seq["rotation"])
+    neck = 0.4 * seq["rotation"]
+    rest = total @ np.swapaxes(axis_angle_to_matrix(neck), -1, -2)
+    return {**seq, "rotation": matrix_to_axis_angle(rest), "neck_pose": neck}
+
+
+def matrix_to_axis_angle(m: np.ndarray) -> np.ndarray:
+    """[..., 3, 3] rotation matrices (angles below pi) → [..., 3] axis-angle vectors."""
+    cos = np.clip((np.trace(m, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
+    theta = np.arccos(cos)
+    axis = np.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1)
+    scale = np.where(theta > 1e-8, theta / np.maximum(2.0 * np.sin(theta), 1e-12), 0.5)
+    return axis * scale[..., None]
+
+
 def make_cameras(cfg: SyntheticHeadConfig) -> tuple[np.ndarray, float]:
     """OpenGL camera-to-world matrices [3, 4, 4] (left, right, frontal) and the focal length in pixels."""
     target = np.array(CAMERA_TARGET)
@@ -405,7 +423,7 @@ def _frame_params(seq: dict[str, np.ndarray], ts: np.ndarray) -> dict[str, torch
     eyes = seq["eyes_pose"][ts]
     fwd = np.array([0.0, 0.0, 1.0])
     out = {
-        "R": axis_angle_to_matrix(seq["rotation"][ts]),
+        "R": axis_angle_to_matrix(seq["rotation"][ts]) @ axis_angle_to_matrix(seq["neck_pose"][ts]),
         "t": seq["translation"][ts],
         "jaw_R": axis_angle_to_matrix(np.stack([jaw, zeros, zeros], axis=-1)),
         "smile": seq["expr"][ts, 0], "brow": seq["expr"][ts, 1], "squint": seq["expr"][ts, 2],
@@ -414,13 +432,15 @@ def _frame_params(seq: dict[str, np.ndarray], ts: np.ndarray) -> dict[str, torch
     return {k: torch.tensor(v, dtype=torch.float32) for k, v in out.items()}
 
 
-def camera_rays(c2w_gl: np.ndarray, focal: float, size: int, ss: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """World rays through ss×ss sub-pixel centres (pixel centres at +0.5, as gsplat projects)."""
+def camera_rays(c2w_gl: np.ndarray, focal: float, size: int, ss: int,
+                principal_point: Optional[tuple[float, float]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """World rays through ss×ss sub-pixel centres (pixel centres at +0.5, as gsplat projects); the principal
+    point (cx, cy) in pixels from the top-left, default the image centre."""
     c2w = c2w_gl @ np.diag([1.0, -1.0, -1.0, 1.0])  # OpenCV axes: x right, y down, z forward
     u = (np.arange(size * ss) + 0.5) / ss
     uu, vv = np.meshgrid(u, u, indexing="xy")
-    c = size / 2.0
-    d_cam = np.stack([(uu - c) / focal, (vv - c) / focal, np.ones_like(uu)], axis=-1).reshape(-1, 3)
+    cx, cy = principal_point if principal_point is not None else (size / 2.0, size / 2.0)
+    d_cam = np.stack([(uu - cx) / focal, (vv - cy) / focal, np.ones_like(uu)], axis=-1).reshape(-1, 3)
     d = d_cam @ c2w[:3, :3].T
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     o = np.broadcast_to(c2w[:3, 3], d.shape)
@@ -503,12 +523,20 @@ LOADER_FIELDS = ("sessions", "allowlist")  # how many sessions to load and how: 
 SESSION_ALLOWLIST = "allowlist.txt"
 
 
+# Generator parameters added later, at the value every earlier dataset was made with: left out of the key there.
+LATER_PARAMS_AT_DEFAULT = {"flavour": "gaussian_avatars"}
+# The VHAP flavour's principal point, as fractions of the image size from the top-left (OpenCV): off-centre, so
+# a reader that mixes up VHAP's bottom-origin cy misplaces every pixel.
+VHAP_PRINCIPAL_POINT = (0.56, 0.45)
+
+
 def config_key(cfg: Any, session: int = 0) -> str:
     """Hash of the generator's parameters and version for one session: its cache folder name.
 
     Session 0's key is what it was before sessions existed, so cached heads and results stay valid.
     """
-    params = {k: v for k, v in dataclasses.asdict(_as_config(cfg)).items() if k not in LOADER_FIELDS}
+    params = {k: v for k, v in dataclasses.asdict(_as_config(cfg)).items()
+              if k not in LOADER_FIELDS and LATER_PARAMS_AT_DEFAULT.get(k, object()) != v}
     if session:
         params["session"] = session
     blob = json.dumps({"version": GENERATOR_VERSION, **params}, sort_keys=True)
@@ -550,9 +578,15 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
     (out / "regions").mkdir(exist_ok=True)
     size, ss = cfg.image_size, cfg.supersample
     seq = make_sequence(cfg, session)
+    vhap = cfg.flavour == "vhap"
+    if vhap:
+        seq = split_neck_motion(seq)
     c2ws, focal = make_cameras(cfg)
     head = ProceduralHead(cfg.seed)
-    rays = [camera_rays(c2w, focal, size, ss) for c2w in c2ws]
+    cx, cy = (VHAP_PRINCIPAL_POINT[0] * size, VHAP_PRINCIPAL_POINT[1] * size) if vhap else (size / 2.0, size / 2.0)
+    rays = [camera_rays(c2w, focal, size, ss, (cx, cy)) for c2w in c2ws]
+    if vhap:
+        (out / "fg_masks").mkdir(exist_ok=True)
 
     n_train = cfg.n_train_timesteps
     train_ts = np.arange(n_train)
@@ -585,7 +619,8 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
         "rotation": np.zeros((1, 3), np.float32), "translation": np.zeros((1, 3), np.float32),
         "shape": np.zeros(300, np.float32),
     })
-    write_ply_points(out / "points3d.ply", _surface_points(10000, cfg.seed))
+    if not vhap:  # VHAP's exporter writes no point cloud
+        write_ply_points(out / "points3d.ply", _surface_points(10000, cfg.seed))
 
     all_frames = [fc for s in splits.values() for fc in s]
     angle = 2 * math.atan(size / (2 * focal))
@@ -600,22 +635,33 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
             ts = np.array([t for t, _ in chunk])
             rgba, wrinkles = render_frames(head, seq, ts, np.array([c for _, c in chunk]), rays, size, ss, look)
             for (t, c), img, region in zip(chunk, rgba, wrinkles):
-                Image.fromarray(img, "RGBA").save(out / "images" / f"{t:05d}_{c:02d}.png")
+                if vhap:  # RGB over white beside the matte, as VHAP's exporter writes them
+                    alpha = img[..., 3:].astype(np.float64) / 255.0
+                    over_white = img[..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
+                    Image.fromarray(np.round(over_white).astype(np.uint8), "RGB").save(
+                        out / "images" / f"{t:05d}_{c:02d}.png")
+                    Image.fromarray(img[..., 3], "L").save(out / "fg_masks" / f"{t:05d}_{c:02d}.png")
+                else:
+                    Image.fromarray(img, "RGBA").save(out / "images" / f"{t:05d}_{c:02d}.png")
                 Image.fromarray(region, "L").save(out / "regions" / f"{t:05d}_{c:02d}_wrinkles.png")
             bar.advance(task, len(chunk))
 
+    # VHAP stores cy from the bottom (its opencv->opengl conversion flips it); the reader's "vhap" default undoes
+    # that. The GaussianAvatars flavour's centred principal point reads the same either way.
+    stored_cy = size - cy if vhap else cy
     for split, frames in splits.items():
         doc = {
-            "cx": size / 2.0, "cy": size / 2.0, "fl_x": focal, "fl_y": focal, "w": size, "h": size,
+            "cx": cx, "cy": stored_cy, "fl_x": focal, "fl_y": focal, "w": size, "h": size,
             "camera_angle_x": angle, "camera_angle_y": angle,
             "timestep_indices": sorted({int(t) for t, _ in frames}),
             "camera_indices": sorted({int(c) for _, c in frames}),
             "frames": [{
                 "timestep_index": int(t), "camera_index": int(c), "camera_id": f"synth{c}",
-                "cx": size / 2.0, "cy": size / 2.0, "fl_x": focal, "fl_y": focal, "w": size, "h": size,
+                "cx": cx, "cy": stored_cy, "fl_x": focal, "fl_y": focal, "w": size, "h": size,
                 "camera_angle_x": angle, "camera_angle_y": angle,
                 "transform_matrix": c2ws[c].tolist(),
                 "file_path": f"images/{t:05d}_{c:02d}.png",
+                **({"fg_mask_path": f"fg_masks/{t:05d}_{c:02d}.png"} if vhap else {}),
                 "flame_param_path": f"flame_param/{t:05d}.npz",
                 "region_mask_paths": {"wrinkles": f"regions/{t:05d}_{c:02d}_wrinkles.png"},
                 "rare_expression": bool(seq["rare"][t]),
