@@ -342,3 +342,17 @@ def test_report_md_numbers_are_the_stores(tmp_path):
         level = float(cells[4].split("(")[1].rstrip("%)")) / 100
         ref = sps.t.interval(level, 3, loc=np.mean(gains), scale=sps.sem(gains))
         assert (lo, hi) == pytest.approx(ref, abs=0.006)
+
+
+def test_trials_trained_on_other_data_compare_when_scored_on_the_same_data():
+    """A data decision (more sessions) changes what a trial trains on, not what it is scored on."""
+    from reflect.analysis.inputs import protocol_differences
+
+    base = {"eval_frame_ids": {"val": ["synthetic/t00000/c2"]}, "resolution": [64, 64]}
+    one = {**base, "dataset_fingerprint": "aaa", "eval_dataset_fingerprint": "aaa"}
+    two = {**base, "dataset_fingerprint": "bbb", "eval_dataset_fingerprint": "aaa"}
+    assert protocol_differences(two, one) == ()
+    assert protocol_differences({**two, "eval_dataset_fingerprint": "ccc"}, one) == ("eval_dataset_fingerprint",)
+    old = {**base, "dataset_fingerprint": "bbb"}  # a record from before the evaluation fingerprint existed
+    assert protocol_differences(old, one) == ("dataset_fingerprint",)
+    assert protocol_differences({**one, "resolution": [32, 32]}, one) == ("resolution",)

@@ -429,6 +429,14 @@ def test_two_synthetic_sessions_train_together_and_evaluate_on_the_first(tmp_pat
         load_splits(DataConfig(synthetic=two, eval_sessions=["session1"]))
     prints = {dataset_fingerprint(DataConfig(synthetic=c)) for c in (TINY, two, replace(two, allowlist=False))}
     assert len(prints) == 3
+    # scored on session 1's frames either way: the evaluated data's fingerprint is the one-session dataset's
+    from reflect.data import evaluation_fingerprint
+
+    alone = dataset_fingerprint(DataConfig(synthetic=TINY))
+    assert evaluation_fingerprint(DataConfig(synthetic=two, eval_sessions=["synthetic"])) == alone
+    assert evaluation_fingerprint(DataConfig(synthetic=TINY, eval_sessions=["synthetic"])) == alone
+    assert evaluation_fingerprint(DataConfig(synthetic=two)) == dataset_fingerprint(DataConfig(synthetic=two))
+    assert evaluation_fingerprint(DataConfig(synthetic=two, eval_sessions=["synthetic2"])) not in (alone, *prints)
 
 
 def test_any_expression_length_is_read_and_must_be_one_per_split(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def device_kind() -> str:
 
 def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
     """Pinned in every record: results are comparable only under the same protocol."""
-    from reflect.data import dataset_fingerprint
+    from reflect.data import dataset_fingerprint, evaluation_fingerprint
 
     return {
         "resolution": list(result.resolution),
@@ -87,7 +87,8 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "lpips_net": cfg.eval.lpips_net,
         "lpips": result.lpips_status,
         "lpips_reason": result.lpips_reason,
-        "dataset_fingerprint": dataset_fingerprint(cfg.data),
+        "dataset_fingerprint": dataset_fingerprint(cfg.data),  # everything the trial reads (training too)
+        "eval_dataset_fingerprint": evaluation_fingerprint(cfg.data),  # what it is scored on
         "render_backend": result.render_backend,  # what ran, not what was asked ("auto")
         "render_backend_requested": cfg.render.backend or "auto",
         "ground_truth": result.ground_truth,

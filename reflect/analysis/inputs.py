@@ -22,7 +22,9 @@ TERMINAL = (COMPLETE, FAILED, PRUNED)
 # gsplat, numba and torch implement one rasterizer (the tests hold numba and torch to float rounding of each
 # other and of a dense reference, gsplat to 1e-3 mean error), so trials from a CPU and a GPU, or from before and
 # after numba became the CPU default, compare; the record and the report still say which one ran.
-PROTOCOL_FIELDS = ("eval_frame_ids", "dataset_fingerprint", "resolution")
+# The data scored on, not all the data read: a data decision (more sessions) trains on other frames and compares
+# on the same ones. Records from before the evaluation fingerprint existed compare on the whole dataset's.
+PROTOCOL_FIELDS = ("eval_frame_ids", "eval_dataset_fingerprint", "dataset_fingerprint", "resolution")
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,12 @@ def current_records(ablation: Ablation, records: Iterable[TrialRecord]) -> list[
 
 
 def protocol_differences(protocol: dict[str, Any], reference: dict[str, Any]) -> tuple[str, ...]:
-    """The protocol fields on which two trials differ (fields one of them lacks are not compared; records from
-    before the backend that ran was recorded say "auto", which matches any)."""
+    """The protocol fields on which two trials differ (fields one of them lacks are not compared; where both
+    record the evaluated data's fingerprint, the whole dataset's may differ: training data is what a data
+    decision changes)."""
+    both_scored = "eval_dataset_fingerprint" in protocol and "eval_dataset_fingerprint" in reference
     return tuple(f for f in PROTOCOL_FIELDS if f in protocol and f in reference and protocol[f] != reference[f]
-                 and not (f == "render_backend" and "auto" in (protocol[f], reference[f])))
+                 and not (f == "dataset_fingerprint" and both_scored))
 
 
 def trial_value(record: TrialRecord, metric: str, window: int) -> Optional[float]:

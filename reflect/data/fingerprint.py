@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 from reflect.data.errors import DatasetError
 from reflect.data.layout import SPLITS, resolve_sessions
@@ -72,13 +72,38 @@ def dataset_fingerprint(cfg: Any) -> str:
         The fingerprint. A transforms file that cannot be read raises DatasetError naming it; a file a frame
         refers to that is absent counts as "missing" (the reader reports it if it loads that frame).
     """
+    return _fingerprint(cfg, None)
+
+
+def evaluation_fingerprint(cfg: Any) -> str:
+    """Short hash of the data a trial is *scored* on: the sessions ``data.eval_sessions`` names (all by default).
+
+    Two trials whose training data differ (a data decision: more sessions, other sampling) still compare when
+    this matches: it equals ``dataset_fingerprint`` of a config holding only the evaluated sessions.
+    """
+    return _fingerprint(cfg, getattr(cfg, "eval_sessions", None))
+
+
+def _fingerprint(cfg: Any, only: Optional[Sequence[str]]) -> str:
     h = hashlib.sha256()
     if cfg.root is None and not cfg.sessions:
-        from reflect.data.synthetic import synthetic_fingerprint
+        from dataclasses import replace
 
-        h.update(f"synthetic:{synthetic_fingerprint(cfg.synthetic)}".encode())
+        from reflect.data.synthetic import _as_config, config_key, session_name, synthetic_fingerprint
+
+        synthetic = _as_config(cfg.synthetic)
+        text = synthetic_fingerprint(synthetic)
+        kept = [i for i in range(synthetic.sessions) if only is None or session_name(i) in set(only)]
+        if kept == [0]:  # session 1 alone: the same data as a one-session config
+            text = synthetic_fingerprint(replace(synthetic, sessions=1))
+        elif len(kept) < synthetic.sessions:
+            text = "+".join(config_key(synthetic, i) for i in kept) + (":allowlist" if synthetic.allowlist else "")
+        h.update(f"synthetic:{text}".encode())
         return h.hexdigest()[:12]
-    for index, s in enumerate(resolve_sessions(cfg)):
+    sessions = resolve_sessions(cfg)
+    if only is not None:
+        sessions = [s for s in sessions if s.name in set(only)]
+    for index, s in enumerate(sessions):
         h.update(f"session {index}\n".encode())
         for split in SPLITS:
             path = s.root / f"transforms_{split}.json"
