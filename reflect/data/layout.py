@@ -379,7 +379,7 @@ class AvatarDataset(Dataset):
         return int(self.frames[0].flame["expr"].size)
 
     def expression_codes(self) -> np.ndarray:
-        """[len, 109] expr | jaw_pose | eyes_pose per frame, without decoding images (for samplers)."""
+        """[len, E+9] expr (E = expression_length) | jaw_pose | eyes_pose per frame, without decoding images."""
         return np.stack([np.concatenate([f.flame["expr"], f.flame["jaw_pose"], f.flame["eyes_pose"]])
                          for f in self.frames])
 
