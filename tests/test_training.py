@@ -115,7 +115,20 @@ def test_train_cli_prints_final_metrics_and_writes_them(tmp_path, tiny_overrides
     assert len(metrics["per_frame"]["val"]["psnr_wrinkles"]) == len(metrics["per_frame"]["val"]["frame_id"])
 
 
-def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(tmp_path, tiny_overrides):
+@pytest.fixture
+def interactive_sigint():
+    """SIGINT handled as in an interactive shell (Python's default handler), whatever this process inherited:
+    a job started in the background by a non-interactive shell (as CI may be) begins with SIGINT ignored."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(tmp_path, tiny_overrides, interactive_sigint):
     """Lightning turns Ctrl-C into sys.exit(1); train() gives it back so the CLIs can say how to resume."""
     import signal
 
@@ -225,7 +238,25 @@ def test_a_signal_stops_at_the_step_with_a_checkpoint_of_it(tmp_path, tiny_overr
     assert resumed.resumed_from_step == step and resumed.steps == 8
 
 
-def test_a_signal_in_the_final_evaluation_still_stops_the_caller(tmp_path, tiny_overrides):
+def test_a_signal_the_process_ignores_stays_ignored(tmp_path, tiny_overrides):
+    """A run started under nohup (SIGINT ignored) is not stopped by a SIGINT, and still ignores it after."""
+    import os
+    import signal
+
+    class InterruptAt2(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = train(load_train_config("quick", tiny_overrides), tmp_path / "run", callbacks=[InterruptAt2()])
+        assert result.steps == 6 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_in_the_final_evaluation_still_stops_the_caller(tmp_path, tiny_overrides, interactive_sigint):
     """Ctrl-C after the last step (during the last evaluation) must not be swallowed: the run is saved complete,
     and the caller still gets TrainingInterrupted instead of going on to its next trial."""
     import os

@@ -32,7 +32,8 @@ class StopOnSignal(Callback):
 
     Args:
         checkpoint: where to save (the run's ``last.ckpt``, which resuming reads).
-    Handlers are installed only in the main thread (Python allows no other) and restored when training ends.
+    Handlers are installed only in the main thread (Python allows no other) and restored when training ends;
+    a signal the process was started ignoring (``nohup``, a background job) stays ignored.
     """
 
     def __init__(self, checkpoint: Path):
@@ -50,7 +51,10 @@ class StopOnSignal(Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in HANDLED_SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
+            previous = signal.getsignal(sig)
+            if previous is signal.SIG_IGN:
+                continue  # started ignoring it (nohup, a background job of a script): keep ignoring it
+            self._previous[sig] = previous
             signal.signal(sig, self._handle)
 
     def restore(self) -> None:
