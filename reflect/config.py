@@ -160,7 +160,7 @@ NON_IDENTITY_KEYS = (
     "output_dir", "tracking", "render.backend", "trainer.accelerator", "trainer.num_workers",
     "trainer.progress_bar", "trainer.log_every", "trainer.checkpoint_every", "trainer.sample_images",
     "data.preload", "data.root", "data.sessions", "eval.lpips_weights_path", "loss.lpips.weights_path",
-    "eval.per_frame_history",
+    "eval.per_frame_history", "model.flame",  # the FLAME file by content: see identity_dict
 )
 
 
@@ -184,6 +184,10 @@ def identity_dict(cfg: TrainConfig) -> dict[str, Any]:
         if node.get(leaf) == default:
             node.pop(leaf, None)
     d["data_fingerprint"] = dataset_fingerprint(cfg.data)
+    if cfg.model.flame.model_path:  # the model file's content, not where this machine keeps it
+        from reflect.model.flame import flame_model_fingerprint
+
+        d["flame_model"] = flame_model_fingerprint(str(cfg.model.flame.model_path))
     return d
 
 

@@ -79,6 +79,17 @@ def check_expression_length(cfg: TrainConfig, available: int) -> None:
                                f"set {key}={available} or fewer")
 
 
+def build_flame(cfg: TrainConfig, train_set: Any):
+    """The FLAME skeleton for ``model.flame.model_path`` (the subject's canonical shape and static offset from
+    ``canonical_flame_param.npz``), or None for the rigid head."""
+    if not cfg.model.flame.model_path:
+        return None
+    from reflect.model.flame import FlameSkeleton, read_flame_model
+
+    return FlameSkeleton(read_flame_model(cfg.model.flame.model_path), train_set.canonical_shape,
+                         train_set.expression_length(), train_set.canonical_static_offset)
+
+
 def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger: Any = None,
           callbacks: Sequence[Callback] = (), progress: Optional[bool] = None,
           code_version: Optional[str] = None) -> TrainResult:
@@ -106,7 +117,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     splits = load_splits(cfg.data, ["train", *cfg.eval.splits])
     train_set = splits["train"]
     check_expression_length(cfg, train_set.expression_length())
-    module = AvatarModule(cfg, train_set.init_points(), train_set.width, train_set.height)
+    module = AvatarModule(cfg, train_set.init_points(), train_set.width, train_set.height,
+                          flame=build_flame(cfg, train_set))
     datamodule = AvatarDataModule(cfg, {k: splits[k] for k in ["train", *cfg.eval.splits]},
                                   start_step=lambda: module.global_step)
 
@@ -142,12 +154,19 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     stopper.install()
     try:
         _fit(trainer, module, datamodule, ckpt_path, stopper)
+        evaluated_now = False
         if not module.eval_history or module.eval_history[-1]["step"] != module.global_step:
             # Always end on an evaluation of the final weights, and keep it in the checkpoint.
             try:
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             except SystemExit:  # Lightning's exit on Ctrl-C during that evaluation: the last checkpoint stands
                 raise KeyboardInterrupt from None
+            evaluated_now = True
+        trained_now = evaluated_now or module.global_step > resumed_from
+        if trained_now:
+            # The training's wall time, fixed now and kept in the checkpoint, so a rerun of the finished run
+            # reports this figure, neither its own no-op time nor a checkpoint written before the last eval.
+            module.final_wall_s = module.total_wall_s()
             trainer.save_checkpoint(last)
     finally:
         stopper.restore()  # also undoes Lightning's SIG_IGN for SIGINT after a Ctrl-C: a second one works again
@@ -155,7 +174,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         # The signal came after the last step (in the final evaluation): the run is complete and saved, but the
         # caller asked to stop, so it must not go on to the next trial as if nothing happened.
         raise TrainingInterrupted(int(module.global_step), stopper.received, last)
-    wall = module.total_wall_s()
+    wall = module.final_wall_s if trained_now else module.previous_wall_s
     if logger is not None:
         _log_samples(logger, module)
     renders = save_renders(workdir, module)

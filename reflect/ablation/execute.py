@@ -26,7 +26,7 @@ from reflect.analysis.windows import windowed
 from reflect.code_version import git_state
 from reflect.config import TrainConfig
 from reflect.config_loading import to_plain_dict
-from reflect.model.avatar import HEAD_MODEL
+from reflect.model.avatar import head_model
 
 
 class StoreHeartbeat(Callback):
@@ -93,7 +93,7 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "render_backend_requested": cfg.render.backend or "auto",
         "ground_truth": result.ground_truth,
         "principal_point": cfg.data.principal_point,  # how the export's cy was read
-        "head_model": HEAD_MODEL,
+        "head_model": head_model(cfg.model),
     }
 
 

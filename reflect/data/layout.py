@@ -88,6 +88,15 @@ def _inside(root: Path, rel: Any, where: str, bases: list[str]) -> Path:
     return Path(joined)
 
 
+def _optional_array(path: Path, key: str) -> Optional[np.ndarray]:
+    """``key`` of an npz as float32, or None where the file lacks it (its readability is checked elsewhere)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return np.asarray(npz[key], dtype=np.float32) if key in npz.files else None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"{path}: cannot read as .npz ({exc})") from None
+
+
 def _load_flame(path: Path, where: str, keys: dict[str, Optional[int]]) -> dict[str, np.ndarray]:
     """The FLAME parameters of one npz, flattened to float32 and size-checked."""
     try:
@@ -228,8 +237,10 @@ class AvatarDataset(Dataset):
         # item of an evaluation split carries every region any of its frames has (all-zero where a frame lacks
         # one) so that batches collate; an empty mask means "no value" to the region metrics.
         self.region_names = [] if split == "train" else sorted({name for f in frames for name in f.regions})
-        self.canonical_shape = _load_flame(sessions[0].root / "canonical_flame_param.npz", "canonical parameters",
-                                           {"shape": 300})["shape"]
+        canonical = sessions[0].root / "canonical_flame_param.npz"
+        self.canonical_shape = _load_flame(canonical, "canonical parameters", {"shape": 300})["shape"]
+        # VHAP's per-vertex offsets of the tracked subject (FLAME layer only); None where the export has none
+        self.canonical_static_offset = _optional_array(canonical, "static_offset")
         self._cache: Optional[list[tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
                                          dict[str, torch.Tensor]]]] = None
         if preload:

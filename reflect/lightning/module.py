@@ -26,14 +26,14 @@ class DivergenceError(RuntimeError):
 
 class AvatarModule(pl.LightningModule):
     def __init__(self, cfg: TrainConfig, init_points: Optional[np.ndarray], width: int, height: int,
-                 eval_frame_ids: Optional[dict[str, list[str]]] = None):
+                 eval_frame_ids: Optional[dict[str, list[str]]] = None, flame: Any = None):
         super().__init__()
         self.cfg = cfg
         self.automatic_optimization = False
         self.width, self.height = width, height
         self.model = GaussianAvatar(
             cfg.model, init_points, background=tuple(cfg.data.background),
-            render_backend=cfg.render.backend, eps2d=cfg.render.eps2d, seed=cfg.seed,
+            render_backend=cfg.render.backend, eps2d=cfg.render.eps2d, seed=cfg.seed, flame=flame,
         )
         self.loss_stack = LossStack(cfg.loss, total_steps=cfg.trainer.max_steps)
         self.needs_knn = "laplacian" in self.loss_stack.enabled_terms()
@@ -55,6 +55,7 @@ class AvatarModule(pl.LightningModule):
         self.code_version: Optional[str] = None  # this segment's; set by the trainer before fit
         self.trained_by: list[str] = []
         self.previous_wall_s = 0.0
+        self.final_wall_s: Optional[float] = None  # set when training ends: what the last checkpoint keeps
         self.segment_start: Optional[float] = None
         self._eval_buffers: dict[str, dict[str, list]] = {}
         self.sample_images: list[tuple[str, torch.Tensor]] = []
@@ -206,7 +207,7 @@ class AvatarModule(pl.LightningModule):
             "per_frame_history": self.per_frame_history,
             "disc_optimizer": self.disc_optimizer.state_dict() if self.disc_optimizer else None,
             "trained_by": self.segment_code_versions(),
-            "train_wall_s": self.total_wall_s(),
+            "train_wall_s": self.final_wall_s if self.final_wall_s is not None else self.total_wall_s(),
         }
 
     def segment_code_versions(self) -> list[str]:

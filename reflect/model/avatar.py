@@ -5,7 +5,7 @@ head pose → rasterize the latents (``reflect.render``) → screen-space CNN �
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
@@ -23,11 +23,25 @@ from reflect.model.deform import (
 )
 from reflect.render import rasterization
 
+if TYPE_CHECKING:
+    from reflect.model.flame import FlameSkeleton
+
 # A head-sized ellipsoid (metres, FLAME scale) for real data without points3d.ply.
 HEAD_ELLIPSOID_RADII = (0.08, 0.1, 0.09)
-# What moves the Gaussians, as recorded in every trial's protocol: a rigid head (FLAME's global rotation composed
-# with neck_pose, about the origin, then translation) with the DeformMLP's expression offsets; no FLAME mesh.
+# What moves the Gaussians without a FLAME model file, as recorded in every trial's protocol: a rigid head (FLAME's
+# global rotation composed with neck_pose, about the origin, then translation) with the DeformMLP's offsets.
 HEAD_MODEL = "rigid: R(rotation) R(neck_pose) about the origin + translation, DeformMLP offsets"
+
+
+def head_model(cfg: ModelConfig) -> str:
+    """The protocol's description of what moves the Gaussians under ``cfg``."""
+    if cfg.flame.model_path:
+        from reflect.model.flame import flame_model_fingerprint
+
+        return (f"flame (model {flame_model_fingerprint(str(cfg.flame.model_path))}): Gaussians bound to the "
+                "canonical mesh's triangles, skinned by FLAME's LBS (global, neck, jaw, eyes) with its blend "
+                "shapes, DeformMLP residual offsets")
+    return HEAD_MODEL
 
 
 def ellipsoid_surface_points(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -68,13 +82,24 @@ class GaussianAvatar(nn.Module):
         render_backend: Optional[str] = None,
         eps2d: float = 0.3,
         seed: int = 0,
+        flame: Optional["FlameSkeleton"] = None,
     ):
+        """Args: cfg: the model's settings; init_points: canonical surface samples [P,3] (points3d.ply) or None
+        (the ellipsoid); background: RGB; render_backend/eps2d: the rasterizer's; seed: initialisation;
+        flame: the FLAME skeleton (``reflect.model.flame``) — the Gaussians then start on its canonical mesh,
+        bound to its triangles, and follow its skinning — or None for the rigid head."""
         super().__init__()
         self.cfg = cfg
         self.render_backend = render_backend
         self.eps2d = eps2d
         g = cfg.gaussians
-        means = choose_init_points(init_points, g.num_gaussians, seed)
+        self.flame = flame
+        if flame is not None:
+            means, face_index, bary = flame.sample_surface(g.num_gaussians, torch.Generator().manual_seed(seed))
+            self.register_buffer("face_index", face_index)
+            self.register_buffer("bary", bary)
+        else:
+            means = choose_init_points(init_points, g.num_gaussians, seed)
         nn_dist = mean_neighbour_distance(means).clamp_min(1e-5)
         init_scale = torch.full_like(nn_dist, g.init_scale) if g.init_scale > 0 else nn_dist
         gen = torch.Generator().manual_seed(seed + 1)
@@ -129,8 +154,20 @@ class GaussianAvatar(nn.Module):
         # The rigid head model (no FLAME model file): FLAME's global rotation composed with the neck's, whose
         # head-to-torso motion VHAP tracks in neck_pose, both about the origin (HEAD_MODEL).
         rot = axis_angle_to_matrix(batch["rotation"]) @ axis_angle_to_matrix(batch["neck_pose"])
-        world_means = means @ rot.transpose(1, 2) + batch["translation"][:, None, :]
-        world_quats = quat_multiply(matrix_to_quat(rot)[:, None, :], quats)
+        if self.flame is not None:
+            from reflect.model.flame import bound_transforms, orthonormal
+
+            transforms, displacement = self.flame.pose(batch["expr"], batch["rotation"], batch["neck_pose"],
+                                                       batch["jaw_pose"], batch["eyes_pose"],
+                                                       batch.get("dynamic_offset"))
+            skin, shift = bound_transforms(transforms, displacement, self.flame.faces, self.face_index, self.bary)
+            canonical = means + shift  # blend shapes of the bound triangle, then the DeformMLP's residual
+            world_means = ((skin[..., :3, :3] @ canonical[..., None])[..., 0] + skin[..., :3, 3]
+                           + batch["translation"][:, None, :])
+            world_quats = quat_multiply(matrix_to_quat(orthonormal(skin[..., :3, :3])), quats)
+        else:
+            world_means = means @ rot.transpose(1, 2) + batch["translation"][:, None, :]
+            world_quats = quat_multiply(matrix_to_quat(rot)[:, None, :], quats)
         return {
             "means": world_means,
             "quats": world_quats,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 EXPR_CONDITIONING = ("none", "concat", "film")
 VIEW_CONDITIONING = ("none", "pe")
@@ -73,7 +73,20 @@ class DecoderConfig:
 
 
 @dataclass
+class FlameConfig:
+    """The head's skeleton: your FLAME model file (licensed: never shipped or downloaded), or None for the rigid
+    head. Its content (not its path) is part of a trial's identity."""
+
+    model_path: Optional[str] = None  # e.g. ~/flame/flame2023.pkl, as GaussianAvatars' users place it
+
+    def validate(self) -> None:
+        if self.model_path is not None and not str(self.model_path).strip():
+            raise ValueError("model_path: expected the path of a FLAME .pkl file or null (the rigid head)")
+
+
+@dataclass
 class ModelConfig:
     gaussians: GaussiansConfig = field(default_factory=GaussiansConfig)
     deform: DeformConfig = field(default_factory=DeformConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    flame: FlameConfig = field(default_factory=FlameConfig)

@@ -20,15 +20,15 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
 
 
 def matrix_to_quat(r: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices [B,3,3] → unit quaternions wxyz [B,4] (robust branch-free form)."""
+    """Rotation matrices [...,3,3] → unit quaternions wxyz [...,4] (robust branch-free form)."""
     m = r
-    w = 0.5 * torch.sqrt((1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]).clamp_min(1e-12))
-    x = 0.5 * torch.sqrt((1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2]).clamp_min(1e-12))
-    y = 0.5 * torch.sqrt((1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2]).clamp_min(1e-12))
-    z = 0.5 * torch.sqrt((1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]).clamp_min(1e-12))
-    x = torch.copysign(x, m[:, 2, 1] - m[:, 1, 2])
-    y = torch.copysign(y, m[:, 0, 2] - m[:, 2, 0])
-    z = torch.copysign(z, m[:, 1, 0] - m[:, 0, 1])
+    w = 0.5 * torch.sqrt((1 + m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]).clamp_min(1e-12))
+    x = 0.5 * torch.sqrt((1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2]).clamp_min(1e-12))
+    y = 0.5 * torch.sqrt((1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2]).clamp_min(1e-12))
+    z = 0.5 * torch.sqrt((1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]).clamp_min(1e-12))
+    x = torch.copysign(x, m[..., 2, 1] - m[..., 1, 2])
+    y = torch.copysign(y, m[..., 0, 2] - m[..., 2, 0])
+    z = torch.copysign(z, m[..., 1, 0] - m[..., 0, 1])
     return torch.stack([w, x, y, z], dim=-1)
 
 
