@@ -45,3 +45,17 @@ def empty_hub(tmp_path):
 @pytest.fixture
 def tiny_overrides():
     return list(TINY)
+
+
+@pytest.fixture(autouse=True)
+def interactive_sigint():
+    """SIGINT handled as in an interactive shell (Python's default handler), whatever pytest inherited: a job
+    started in the background by a non-interactive shell (as CI may be) begins with SIGINT ignored, and a
+    process started ignoring a signal keeps ignoring it (``reflect.lightning.interrupts``), as it should."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

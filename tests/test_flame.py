@@ -180,3 +180,28 @@ def test_training_with_a_flame_file_records_it_in_identity_and_protocol(tmp_path
         f"model.flame.model_path={write_tiny_flame(tmp_path / 'other.pkl', seed=5)}"])
     assert config_hash(cfg) == config_hash(moved) != config_hash(rigid)
     assert config_hash(other) != config_hash(cfg)
+
+
+def test_a_dry_run_names_a_flame_file_it_cannot_read(tmp_path):
+    import subprocess
+    import sys
+
+    ablation = tmp_path / "flame_abl.yaml"
+    ablation.write_text(f"""
+name: flame_abl
+phase: 2
+question: Does a FLAME-driven head beat the rigid one?
+citations: ["GaussianAvatars (Qian et al., CVPR 2024)", "FLAME (Li et al., SIGGRAPH Asia 2017)"]
+base: quick
+arms:
+  rigid: {{}}
+  flame: {{model.flame.model_path: {tmp_path / 'flame2023.pkl'}}}
+baseline: rigid
+seeds: 2
+metric: {{name: val/psnr, mode: max, window: 2}}
+""")
+    proc = subprocess.run([sys.executable, "-m", "reflect.ablate", str(ablation), "--dry-run",
+                           "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    said = " ".join((proc.stdout + proc.stderr).split())  # the console wraps long lines
+    assert "arm 'flame'" in said and "FLAME model file not found" in said and "arm 'rigid'" not in said

@@ -115,20 +115,7 @@ def test_train_cli_prints_final_metrics_and_writes_them(tmp_path, tiny_overrides
     assert len(metrics["per_frame"]["val"]["psnr_wrinkles"]) == len(metrics["per_frame"]["val"]["frame_id"])
 
 
-@pytest.fixture
-def interactive_sigint():
-    """SIGINT handled as in an interactive shell (Python's default handler), whatever this process inherited:
-    a job started in the background by a non-interactive shell (as CI may be) begins with SIGINT ignored."""
-    import signal
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(tmp_path, tiny_overrides, interactive_sigint):
+def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(tmp_path, tiny_overrides):
     """Lightning turns Ctrl-C into sys.exit(1); train() gives it back so the CLIs can say how to resume."""
     import signal
 
@@ -256,7 +243,7 @@ def test_a_signal_the_process_ignores_stays_ignored(tmp_path, tiny_overrides):
         signal.signal(signal.SIGINT, previous)
 
 
-def test_a_signal_in_the_final_evaluation_still_stops_the_caller(tmp_path, tiny_overrides, interactive_sigint):
+def test_a_signal_in_the_final_evaluation_still_stops_the_caller(tmp_path, tiny_overrides):
     """Ctrl-C after the last step (during the last evaluation) must not be swallowed: the run is saved complete,
     and the caller still gets TrainingInterrupted instead of going on to its next trial."""
     import os

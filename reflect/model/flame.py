@@ -96,11 +96,24 @@ def read_flame_model(path: str | Path) -> dict[str, np.ndarray]:
             "faces": arrays["f"].astype(np.int64)}
 
 
-@lru_cache(maxsize=8)
 def flame_model_fingerprint(path: str) -> str:
-    """Short content hash of a FLAME model file: it shapes every result, so it enters a trial's identity."""
+    """Short content hash of a FLAME model file: it shapes every result, so it enters a trial's identity.
+
+    A file that is not there hashes as "missing" (planning still works; the dry run and the run say why it
+    cannot train, as ``reflect.ablation.machine`` checks the file before anything trains).
+    """
+    resolved = Path(path).expanduser()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return "missing"
+    return _content_hash(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a changed file
     h = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:12]
