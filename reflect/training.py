@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    splits = load_splits(cfg.data, ["train", *cfg.eval.splits])
+    splits = load_splits(cfg.data, ["train", *cfg.eval.splits], dynamic_offsets=bool(cfg.model.flame.model_path))
     train_set = splits["train"]
     check_expression_length(cfg, train_set.expression_length())
     module = AvatarModule(cfg, train_set.init_points(), train_set.width, train_set.height,

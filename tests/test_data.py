@@ -498,3 +498,16 @@ def test_the_vhap_flavoured_synthetic_export_reads_as_the_same_scene(tmp_path: P
     assert np.allclose(centroid(b["alpha"][0].numpy()) - centroid(a["alpha"][0].numpy()), shift, atol=0.5)
     top = load_splits(DataConfig(root=str(vhap_root), principal_point="top"), splits=("train",))["train"]
     assert top[3]["K"][1, 2] == pytest.approx(32 - VHAP_PRINCIPAL_POINT[1] * 32)  # the wrong reading differs
+
+
+def test_dynamic_offsets_are_read_for_the_flame_layer_only(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "d", timesteps=(0, 1))
+    for t in (0, 1):
+        _npz(root / "flame_param" / f"{t:05d}.npz", dynamic_offset=np.full((1, 7, 3), float(t)))
+    plain = load_splits(DataConfig(root=str(root)), splits=("train",))["train"]
+    assert "dynamic_offset" not in plain[1]  # not read (60 KB a timestep on a real export) without the layer
+    with_layer = load_splits(DataConfig(root=str(root)), splits=("train",), dynamic_offsets=True)["train"]
+    assert with_layer[1]["dynamic_offset"].shape == (7, 3) and with_layer[1]["dynamic_offset"].max() == 1.0
+    _npz(root / "flame_param" / "00001.npz")
+    with pytest.raises(DatasetError, match="has a dynamic_offset but frame .* has none"):
+        load_splits(DataConfig(root=str(root)), splits=("train",), dynamic_offsets=True)

@@ -205,3 +205,20 @@ metric: {{name: val/psnr, mode: max, window: 2}}
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     said = " ".join((proc.stdout + proc.stderr).split())  # the console wraps long lines
     assert "arm 'flame'" in said and "FLAME model file not found" in said and "arm 'rigid'" not in said
+
+
+def test_offsets_from_an_export_with_teeth_vertices_and_dynamic_offsets(tiny_flame):
+    """VHAP/GaussianAvatars append 120 teeth vertices after FLAME's: their offsets' first rows are FLAME's."""
+    arrays = read_flame_model(tiny_flame)
+    n = len(arrays["v_template"])
+    offsets = np.random.default_rng(3).normal(0, 1e-3, size=(n + 120, 3)).astype(np.float32)
+    with_teeth = FlameSkeleton(arrays, np.zeros(300, np.float32), 100, static_offset=offsets[None])
+    plain = FlameSkeleton(arrays, np.zeros(300, np.float32), 100, static_offset=offsets[:n])
+    assert torch.equal(with_teeth.v_shaped, plain.v_shaped)
+    with pytest.raises(ValueError, match="static_offset has 10 vertices"):
+        FlameSkeleton(arrays, np.zeros(300, np.float32), 100, static_offset=offsets[:10])
+    zero3, zero6 = torch.zeros(1, 3), torch.zeros(1, 6)
+    dynamic = torch.as_tensor(offsets)[None]  # [1, V+120, 3]
+    rest = plain.vertices(torch.zeros(1, 100), zero3, zero3, zero3, zero6, zero3)
+    moved = plain.vertices(torch.zeros(1, 100), zero3, zero3, zero3, zero6, zero3, dynamic_offset=dynamic)
+    assert torch.allclose(moved - rest, dynamic[:, :n], atol=1e-7)  # at rest the offsets are added as they are

@@ -193,8 +193,9 @@ class AvatarDataset(Dataset):
 
     def __init__(self, sessions: list[Session], split: str, background: tuple[float, float, float],
                  preload: bool = True, max_frames: Optional[int] = None, downscale: int = 1,
-                 principal_point: str = "vhap") -> None:
+                 principal_point: str = "vhap", dynamic_offsets: bool = False) -> None:
         self.split = split
+        self.dynamic_offsets = dynamic_offsets
         self.downscale = int(downscale)
         self.principal_point = principal_point
         self.sessions = sessions
@@ -217,6 +218,11 @@ class AvatarDataset(Dataset):
                     "alone with eval.splits=[test]") if split == "val" else ""
             raise DatasetError(f"split '{split}' has no frames in {', '.join(str(s.root) for s in sessions)}"
                                f" (after allowlists){hint}")
+        with_offsets = [f for f in frames if "dynamic_offset" in f.flame]
+        if with_offsets and len(with_offsets) != len(frames):
+            lacking = next(f for f in frames if "dynamic_offset" not in f.flame)
+            raise DatasetError(f"split '{split}': frame {with_offsets[0].frame_id} has a dynamic_offset but frame "
+                               f"{lacking.frame_id} has none; every frame of a split needs one, or none")
         lengths = {}
         for f in frames:
             lengths.setdefault(f.flame["expr"].size, f.frame_id)
@@ -297,6 +303,10 @@ class AvatarDataset(Dataset):
             fp = _inside(session.root, fr["flame_param_path"], where, bases)
             if fp not in flame_cache:
                 flame_cache[fp] = _load_flame(fp, where, FLAME_KEYS)
+                if self.dynamic_offsets:  # VHAP's per-timestep vertex offsets [1,V,3], for the FLAME layer only
+                    offsets = _optional_array(fp, "dynamic_offset")
+                    if offsets is not None:
+                        flame_cache[fp]["dynamic_offset"] = offsets.reshape(-1, 3)
             frame_id = f"{session.name}/t{timestep:05d}/c{camera}"
             out.append((_Frame(si, timestep, camera, image, mask, w2c, K, flame_cache[fp], frame_id, regions), w, h))
         return out
@@ -409,7 +419,7 @@ class AvatarDataset(Dataset):
         return read_ply_points(path) if path.is_file() else None
 
 
-def load_splits(cfg: Any, splits: Sequence[str] = SPLITS) -> dict[str, AvatarDataset]:
+def load_splits(cfg: Any, splits: Sequence[str] = SPLITS, dynamic_offsets: bool = False) -> dict[str, AvatarDataset]:
     """The named splits (default train/val/test) of a DataConfig; the synthetic head is generated (cached) when
     no root is set. Training loads only ``train`` and the evaluated splits, so a monocular capture with no
     held-out camera trains with ``eval.splits=[test]``."""
@@ -432,7 +442,8 @@ def load_splits(cfg: Any, splits: Sequence[str] = SPLITS) -> dict[str, AvatarDat
     return {split: AvatarDataset(sessions if split == "train" else evaluated, split, bg, preload=bool(cfg.preload),
                                  max_frames=None if split == "train" else cfg.max_eval_frames,
                                  downscale=getattr(cfg, "downscale", 1),
-                                 principal_point=getattr(cfg, "principal_point", "vhap"))
+                                 principal_point=getattr(cfg, "principal_point", "vhap"),
+                                 dynamic_offsets=dynamic_offsets)
             for split in dict.fromkeys(splits)}
 
 

@@ -146,7 +146,7 @@ class FlameSkeleton(nn.Module):
         buffer("expr_dirs", shapedirs[:, :, N_SHAPE_DIRS:N_SHAPE_DIRS + n_expr].contiguous())
         shaped = f32(arrays["v_template"]) + blend_shapes(shape[None], shapedirs[:, :, :shape.numel()])[0]
         if static_offset is not None:
-            shaped = shaped + f32(static_offset).reshape(-1, 3)
+            shaped = shaped + self._model_vertices(f32(static_offset).reshape(-1, 3), shaped.shape[0], "static_offset")
         buffer("v_shaped", shaped)  # [V,3] the subject's canonical (neutral) mesh
         buffer("posedirs", f32(arrays["posedirs"]).reshape(-1, arrays["posedirs"].shape[-1]).T
                              .contiguous())  # [(J-1)*9, V*3], smplx's layout
@@ -155,6 +155,14 @@ class FlameSkeleton(nn.Module):
         buffer("weights", f32(arrays["weights"]))
         buffer("faces", torch.as_tensor(arrays["faces"], dtype=torch.long))
         self.n_expr = n_expr
+
+    @staticmethod
+    def _model_vertices(offsets: torch.Tensor, n: int, name: str) -> torch.Tensor:
+        """The model's n vertices of per-vertex ``offsets`` [V',...]: VHAP and GaussianAvatars append 120 teeth
+        vertices after FLAME's 5023 (``FlameHead.add_teeth``), so their offsets have more rows; FLAME's come first."""
+        if offsets.shape[0] < n:
+            raise ValueError(f"{name} has {offsets.shape[0]} vertices, the FLAME model {n}: not this model's offsets")
+        return offsets[:n]
 
     def sample_surface(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n points on the canonical mesh, area-weighted: (points [n,3], face index [n], barycentric [n,3])."""
@@ -185,7 +193,9 @@ class FlameSkeleton(nn.Module):
         b = expr.shape[0]
         displacement = blend_shapes(expr[:, :self.n_expr], self.expr_dirs)
         if dynamic_offset is not None:
-            displacement = displacement + dynamic_offset
+            offsets = dynamic_offset.reshape(b, -1, 3)
+            displacement = displacement + self._model_vertices(offsets.transpose(0, 1), self.v_shaped.shape[0],
+                                                               "dynamic_offset").transpose(0, 1)
         joints = vertices2joints(self.J_regressor, self.v_shaped[None] + displacement)
         full_pose = torch.cat([rotation, neck, jaw, eyes], dim=1)  # [B, 15]
         rot_mats = batch_rodrigues(full_pose.reshape(-1, 3)).reshape(b, -1, 3, 3)
