@@ -168,7 +168,7 @@ NON_IDENTITY_KEYS = (
 # at that value, so adding a setting never orphans finished trials (their hashes stay what they were).
 LATER_KEYS_AT_DEFAULT = {"data.downscale": 1, "data.principal_point": "vhap", "data.eval_sessions": None,
                          "data.synthetic.sessions": 1, "data.synthetic.allowlist": True,
-                         "data.synthetic.flavour": "gaussian_avatars"}
+                         "data.synthetic.flavour": "gaussian_avatars", "model.gaussians.init": "auto"}
 
 
 def identity_dict(cfg: TrainConfig) -> dict[str, Any]:

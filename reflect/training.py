@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, RichProgressBar
@@ -51,6 +52,7 @@ class TrainResult:
     # per evaluation (the latest eval.per_frame_history of them): {"step": s, "splits": {split: per-frame}}
     per_frame_history: list[dict[str, Any]] = field(default_factory=list)
     renders: list[dict[str, str]] = field(default_factory=list)  # final-evaluation renders: {frame_id, path}
+    initialisation: str = ""  # where the Gaussians started (points3d.ply, visual hull, FLAME mesh, ellipsoid)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,6 +79,34 @@ def check_expression_length(cfg: TrainConfig, available: int) -> None:
         if wanted > available:
             raise DatasetError(f"{key}={wanted}, but the data's FLAME expr has {available} components: "
                                f"set {key}={available} or fewer")
+
+
+def initial_points(cfg: TrainConfig, train_set: Any, flame: Any) -> tuple[Optional[np.ndarray], str]:
+    """Where the Gaussians start (``model.gaussians.init``), and how the protocol names it.
+
+    ``auto``: the export's ``points3d.ply``, else a head-sized ellipsoid; ``visual_hull``: carved from the
+    training mattes (``reflect.data.hull``). With a FLAME skeleton, always its canonical mesh.
+    """
+    from reflect.data.errors import DatasetError
+    from reflect.data.hull import visual_hull_points
+
+    if flame is not None:
+        return None, "flame canonical mesh"
+    choice = cfg.model.gaussians.init
+    if choice in ("auto", "points3d"):
+        points = train_set.init_points()
+        if points is not None:
+            return points, "points3d.ply"
+        if choice == "points3d":
+            raise DatasetError(f"model.gaussians.init=points3d, but {train_set.sessions[0].root}/points3d.ply "
+                               "does not exist (init=visual_hull carves one from the mattes)")
+    if choice == "visual_hull":
+        points = visual_hull_points(train_set, seed=cfg.seed)
+        if points is not None:
+            return points, "visual hull of the training mattes"
+        raise DatasetError("model.gaussians.init=visual_hull, but the training frames carry no matte to carve "
+                           "(RGB without fg_masks)")
+    return None, "ellipsoid"
 
 
 def build_flame(cfg: TrainConfig, train_set: Any):
@@ -117,8 +147,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     splits = load_splits(cfg.data, ["train", *cfg.eval.splits], dynamic_offsets=bool(cfg.model.flame.model_path))
     train_set = splits["train"]
     check_expression_length(cfg, train_set.expression_length())
-    module = AvatarModule(cfg, train_set.init_points(), train_set.width, train_set.height,
-                          flame=build_flame(cfg, train_set))
+    flame = build_flame(cfg, train_set)
+    points, initialisation = initial_points(cfg, train_set, flame)
+    module = AvatarModule(cfg, points, train_set.width, train_set.height, flame=flame)
     datamodule = AvatarDataModule(cfg, {k: splits[k] for k in ["train", *cfg.eval.splits]},
                                   start_step=lambda: module.global_step)
 
@@ -193,6 +224,7 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
         lpips_reason=None if module.lpips_metric.available else module.lpips_metric.reason,
         resolution=(train_set.width, train_set.height),
         resumed_from_step=resumed_from,
+        initialisation=initialisation,
         code_versions=module.segment_code_versions(),
         renders=renders,
         extra={"config": to_plain_dict(cfg)},

@@ -94,6 +94,7 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
         "ground_truth": result.ground_truth,
         "principal_point": cfg.data.principal_point,  # how the export's cy was read
         "head_model": head_model(cfg.model),
+        "initialisation": result.initialisation,
     }
 
 

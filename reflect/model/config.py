@@ -7,6 +7,7 @@ from typing import List, Optional
 EXPR_CONDITIONING = ("none", "concat", "film")
 VIEW_CONDITIONING = ("none", "pe")
 SR_SCALES = (1, 2, 4)
+INIT_SOURCES = ("auto", "points3d", "visual_hull", "ellipsoid")
 
 
 @dataclass
@@ -17,6 +18,10 @@ class GaussiansConfig:
     latent_dim: int = 16
     init_opacity: float = 0.9
     init_scale: float = 0.0  # metres; 0 = from the mean nearest-neighbour spacing of the init points
+    # where the Gaussians start (rigid head; with a FLAME file always on its canonical mesh): "auto" = the
+    # export's points3d.ply, else a head-sized ellipsoid; "visual_hull" carves the training mattes (not the
+    # default: with two near-frontal cameras the back of the head stays uncarved, see reflect.data.hull)
+    init: str = "auto"
 
     def validate(self) -> None:
         if self.num_gaussians < 1:
@@ -27,6 +32,8 @@ class GaussiansConfig:
             raise ValueError(f"init_opacity: expected a value in (0, 1), got {self.init_opacity}")
         if self.init_scale < 0:
             raise ValueError(f"init_scale: expected >= 0 (0 = automatic), got {self.init_scale}")
+        if self.init not in INIT_SOURCES:
+            raise ValueError(f"init: expected one of {INIT_SOURCES}, got {self.init!r}")
 
 
 @dataclass
