@@ -170,6 +170,9 @@ def test_training_with_a_flame_file_records_it_in_identity_and_protocol(tmp_path
     cfg = load_train_config("quick", tiny_overrides + [f"model.flame.model_path={tiny_flame}"])
     result = train(cfg, tmp_path / "run")
     assert result.steps == 6 and np.isfinite(result.eval_history[-1]["val/psnr"])
+    assert result.initialisation == "flame canonical mesh"
+    again = train(cfg, tmp_path / "run")  # resumes the finished checkpoint: the binding is in it, FLAME is not
+    assert again.eval_history == result.eval_history and again.resumed_from_step == 6
     assert head_model(cfg.model).startswith("flame (model ")
     rigid = load_train_config("quick", tiny_overrides)
     elsewhere = tmp_path / "elsewhere" / "flame.pkl"
