@@ -296,12 +296,29 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             with trial_heartbeat(study, trial._trial_id):
                 value = objective(trial)
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
         except RuntimeError as exc:  # a failed trial: recorded in the store, FAIL in the study; the others go on
-            trial.set_user_attr("reflect_failed_reason", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL, reason=str(exc))
         else:
+            _tell(study, trial, value)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value: Optional[float] = None,
+          state: Optional[Any] = None, reason: Optional[str] = None) -> None:
+    """Report a trial; one the database already failed as stale (its worker paused past the grace period) can no
+    longer be told: the store holds the result, so that is a warning, not a crashed worker."""
+    import warnings
+
+    try:
+        if reason is not None:
+            trial.set_user_attr("reflect_failed_reason", reason)
+        if state is None:
             study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    except (ValueError, RuntimeError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+        warnings.warn(f"sweep trial {trial.number} could not be told its result ({exc}); the results store has it",
+                      RuntimeWarning, stacklevel=2)
 
 
 def export_wandb(spec: SweepSpec, base: str, out: Path) -> None:

@@ -147,6 +147,12 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     splits = load_splits(cfg.data, ["train", *cfg.eval.splits], dynamic_offsets=bool(cfg.model.flame.model_path))
     train_set = splits["train"]
     check_expression_length(cfg, train_set.expression_length())
+    for split in cfg.eval.splits:  # the model reads the same inputs in evaluation as in training
+        if splits[split].expression_length() != train_set.expression_length():
+            from reflect.data.errors import DatasetError
+
+            raise DatasetError(f"split '{split}' has {splits[split].expression_length()} expression components, "
+                               f"'train' {train_set.expression_length()}: every split must come from one tracker run")
     flame = build_flame(cfg, train_set)
     points, initialisation = initial_points(cfg, train_set, flame)
     module = AvatarModule(cfg, points, train_set.width, train_set.height, flame=flame)

@@ -38,8 +38,11 @@ def is_live(study: optuna.Study, trial: optuna.trial.FrozenTrial, record: Option
 
 
 def live_keys(study: optuna.Study, store: ResultsStore, keys: Optional[Iterable[str]] = None) -> set[str]:
-    """Keys (of ``keys``, default all) whose trial a worker is running now; fails and re-queues stale ones first."""
-    reap_stale(study)
+    """Keys (of ``keys``, default all) whose trial a worker is running now; fails and re-queues stale ones first
+    (under the study's lock: Optuna fails a stale trial and adds its copy in two steps, and ``sync_queue`` must
+    not see the first without the second, or it would queue the trial a second time)."""
+    with study_lock(study, store.root / ".queue.lock"):
+        reap_stale(study)
     wanted = set(keys) if keys is not None else None
     live = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

@@ -65,10 +65,15 @@ def heartbeat_interval() -> int:
     return value
 
 
+# A trial whose worker dies this many times (one that kills its process: out of memory, a driver crash) stays
+# failed instead of taking down every worker in turn.
+MAX_RETRIES = 3
+
+
 def _stale_trial_callback():
     # Optuna >= 4.? names it RetryHeartbeatStaleTrialCallback; RetryFailedTrialCallback is the older spelling.
     cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    return cls()
+    return cls(max_retry=MAX_RETRIES)
 
 
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:

@@ -199,7 +199,7 @@ class FlameSkeleton(nn.Module):
         joints = vertices2joints(self.J_regressor, self.v_shaped[None] + displacement)
         full_pose = torch.cat([rotation, neck, jaw, eyes], dim=1)  # [B, 15]
         rot_mats = batch_rodrigues(full_pose.reshape(-1, 3)).reshape(b, -1, 3, 3)
-        pose_feature = (rot_mats[:, 1:] - torch.eye(3, dtype=rot_mats.dtype)).reshape(b, -1)
+        pose_feature = (rot_mats[:, 1:] - torch.eye(3, dtype=rot_mats.dtype, device=rot_mats.device)).reshape(b, -1)
         displacement = displacement + (pose_feature @ self.posedirs).reshape(b, -1, 3)
         _, rel = batch_rigid_transform(rot_mats, joints, self.parents)  # [B,J,4,4]
         transforms = torch.einsum("vj,bjxy->bvxy", self.weights, rel)
