@@ -18,8 +18,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from reflect.data.errors import DatasetError
     from reflect.lightning.module import DivergenceError
     from reflect.losses.lpips_loader import LpipsUnavailable
+    from reflect.model.flame import FlameModelError
 
-    return (ConfigError, DatasetError, LpipsUnavailable, DivergenceError)
+    return (ConfigError, DatasetError, LpipsUnavailable, DivergenceError, FlameModelError)
 
 
 def user_message(exc: BaseException) -> str:

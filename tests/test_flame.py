@@ -225,3 +225,14 @@ def test_offsets_from_an_export_with_teeth_vertices_and_dynamic_offsets(tiny_fla
     rest = plain.vertices(torch.zeros(1, 100), zero3, zero3, zero3, zero6, zero3)
     moved = plain.vertices(torch.zeros(1, 100), zero3, zero3, zero3, zero6, zero3, dynamic_offset=dynamic)
     assert torch.allclose(moved - rest, dynamic[:, :n], atol=1e-7)  # at rest the offsets are added as they are
+
+
+def test_reflect_train_names_a_missing_flame_file_without_a_traceback(tmp_path, tiny_overrides):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "reflect.train", *tiny_overrides,
+                           f"model.flame.model_path={tmp_path / 'flame2023.pkl'}", f"output_dir={tmp_path / 'out'}"],
+                          capture_output=True, text=True, timeout=300)
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0 and "FLAME model file not found" in said and "Traceback" not in said
