@@ -180,7 +180,8 @@ def check_data(ablation) -> str:
         return f"data: embedded synthetic head (generated on first use), fingerprint {dataset_fingerprint(data)}"
     from reflect.data import load_splits
 
-    splits = load_splits(data, ["train", *cfg.eval.splits])  # validates every transforms file, npz and image
+    splits = load_splits(data, ["train", *cfg.eval.splits], mirror_display_camera=cfg.eval.mirror_display_camera,
+                         mirror_eye_m=cfg.eval.mirror_eye_m)  # validates every transforms file, npz and image
     have = splits[ablation.metric.split].region_names
     if region is not None and region not in have:
         raise ConfigError(str(ablation.path), f"the dataset's {ablation.metric.split} frames have no region mask "

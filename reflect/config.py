@@ -103,6 +103,9 @@ class TrainerConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
 
 
+EVAL_SPLITS = ("val", "test", "mirror")  # "mirror": the virtual mirror viewpoint (rendered ground truth)
+
+
 @dataclass
 class EvalConfig:
     splits: List[str] = field(default_factory=lambda: ["val", "test"])
@@ -110,13 +113,19 @@ class EvalConfig:
     lpips_weights_path: Optional[str] = None
     # per-frame metrics are kept for this many of the latest evaluations (an ablation raises it to its window)
     per_frame_history: int = 20
+    # the "mirror" split: the virtual mirror viewpoint (reflect.data.mirror) of the display's camera (None: the
+    # synthetic head's frontal camera, 2) for a viewer's eye at this head-local point (metres)
+    mirror_display_camera: Optional[int] = None
+    mirror_eye_m: List[float] = field(default_factory=lambda: [0.0, 0.022, 0.072])
 
     def validate(self) -> None:
         if self.per_frame_history < 1:
             raise ValueError(f"per_frame_history: expected a positive integer, got {self.per_frame_history}")
-        bad = [s for s in self.splits if s not in ("val", "test")]
-        if bad or not self.splits:
-            raise ValueError(f"splits: expected a non-empty subset of ['val', 'test'], got {list(self.splits)}")
+        bad = [s for s in self.splits if s not in EVAL_SPLITS]
+        if bad or not self.splits or len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits: expected a non-empty subset of {list(EVAL_SPLITS)}, got {list(self.splits)}")
+        if len(self.mirror_eye_m) != 3:
+            raise ValueError(f"mirror_eye_m: expected a head-local point [x, y, z] in metres, got {list(self.mirror_eye_m)}")
         if self.lpips_net not in ("alex", "vgg"):
             raise ValueError(f"lpips_net: expected 'alex' or 'vgg', got {self.lpips_net!r}")
 
@@ -168,7 +177,8 @@ NON_IDENTITY_KEYS = (
 # at that value, so adding a setting never orphans finished trials (their hashes stay what they were).
 LATER_KEYS_AT_DEFAULT = {"data.downscale": 1, "data.principal_point": "vhap", "data.eval_sessions": None,
                          "data.synthetic.sessions": 1, "data.synthetic.allowlist": True,
-                         "data.synthetic.flavour": "gaussian_avatars", "model.gaussians.init": "auto"}
+                         "data.synthetic.flavour": "gaussian_avatars", "model.gaussians.init": "auto",
+                         "eval.mirror_display_camera": None, "eval.mirror_eye_m": [0.0, 0.022, 0.072]}
 
 
 def identity_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -144,7 +144,8 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    splits = load_splits(cfg.data, ["train", *cfg.eval.splits], dynamic_offsets=bool(cfg.model.flame.model_path))
+    splits = load_splits(cfg.data, ["train", *cfg.eval.splits], dynamic_offsets=bool(cfg.model.flame.model_path),
+                         mirror_display_camera=cfg.eval.mirror_display_camera, mirror_eye_m=cfg.eval.mirror_eye_m)
     train_set = splits["train"]
     check_expression_length(cfg, train_set.expression_length())
     for split in cfg.eval.splits:  # the model reads the same inputs in evaluation as in training

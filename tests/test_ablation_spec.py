@@ -63,7 +63,7 @@ def test_repo_ablation_file_is_valid():
          r"expr_conditioning: expected one of"),
         (VALID.replace("phase: 2", "phase: 9"), r"phase: expected a roadmap phase"),
         (VALID.replace("seeds: 2", "seeds: [1, 1]"), r"seeds: expected"),
-        (VALID.replace("name: val/psnr,", "name: val/sharpness,"), r"metric.*name: expected <val\|test>"),
+        (VALID.replace("name: val/psnr,", "name: val/sharpness,"), r"metric.*name: expected <val\|test\|mirror>"),
         (VALID.replace("{model.decoder.expr_conditioning: film}",
                        "{model.decoder.expr_conditioning: film, eval.splits: [test]}"),
          r"metric.name.*split 'val' is not evaluated in arm 'film'"),

@@ -19,7 +19,7 @@ from reflect.config_loading import ConfigError, flatten, merge_into_schema, read
 
 METRIC_MODES = ("max", "min")
 # per-split metrics the evaluation writes; psnr_<region> for each region mask the dataset provides
-METRIC_NAME = re.compile(r"(val|test)/(psnr|ssim|psnr_masked|ssim_masked|lpips|psnr_[A-Za-z_][A-Za-z0-9_]*)")
+METRIC_NAME = re.compile(r"(val|test|mirror)/(psnr|ssim|psnr_masked|ssim_masked|lpips|psnr_[A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass
@@ -34,7 +34,7 @@ class MetricSpec:
         if self.window < 1:
             raise ValueError(f"window: expected a positive integer, got {self.window}")
         if not METRIC_NAME.fullmatch(self.name):
-            raise ValueError("name: expected <val|test>/<psnr|ssim|psnr_masked|ssim_masked|lpips|psnr_REGION> "
+            raise ValueError("name: expected <val|test|mirror>/<psnr|ssim|psnr_masked|ssim_masked|lpips|psnr_REGION> "
                              f"(REGION: a region mask of the dataset, e.g. psnr_wrinkles), got {self.name!r}")
 
     @property

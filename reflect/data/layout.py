@@ -419,13 +419,18 @@ class AvatarDataset(Dataset):
         return read_ply_points(path) if path.is_file() else None
 
 
-def load_splits(cfg: Any, splits: Sequence[str] = SPLITS, dynamic_offsets: bool = False) -> dict[str, AvatarDataset]:
+MIRROR_SPLIT = "mirror"
+
+
+def load_splits(cfg: Any, splits: Sequence[str] = SPLITS, dynamic_offsets: bool = False,
+                mirror_display_camera: Optional[int] = None,
+                mirror_eye_m: Sequence[float] = (0.0, 0.022, 0.072)) -> dict[str, AvatarDataset]:
     """The named splits (default train/val/test) of a DataConfig; the synthetic head is generated (cached) when
     no root is set. Training loads only ``train`` and the evaluated splits, so a monocular capture with no
     held-out camera trains with ``eval.splits=[test]``."""
-    unknown = [s for s in splits if s not in SPLITS]
+    unknown = [s for s in splits if s not in (*SPLITS, MIRROR_SPLIT)]
     if unknown:
-        raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLITS)}")
+        raise ValueError(f"unknown split(s) {unknown}; expected some of {[*SPLITS, MIRROR_SPLIT]}")
     if cfg.root is None and not cfg.sessions:
         from reflect.data.synthetic import SESSION_ALLOWLIST, ensure_synthetic_head, session_name
 
@@ -439,12 +444,36 @@ def load_splits(cfg: Any, splits: Sequence[str] = SPLITS, dynamic_offsets: bool 
         sessions = resolve_sessions(cfg)
     evaluated = _evaluated_sessions(sessions, getattr(cfg, "eval_sessions", None))
     bg = tuple(float(c) for c in cfg.background)
-    return {split: AvatarDataset(sessions if split == "train" else evaluated, split, bg, preload=bool(cfg.preload),
+
+    def split_sessions(split: str) -> list[Session]:
+        if split == "train":
+            return sessions
+        if split != MIRROR_SPLIT:
+            return evaluated
+        return _mirror_sessions(cfg, evaluated, mirror_display_camera, tuple(float(v) for v in mirror_eye_m))
+
+    return {split: AvatarDataset(split_sessions(split), split, bg, preload=bool(cfg.preload),
                                  max_frames=None if split == "train" else cfg.max_eval_frames,
                                  downscale=getattr(cfg, "downscale", 1),
                                  principal_point=getattr(cfg, "principal_point", "vhap"),
                                  dynamic_offsets=dynamic_offsets)
             for split in dict.fromkeys(splits)}
+
+
+def _mirror_sessions(cfg: Any, evaluated: list[Session], display_camera: Optional[int],
+                     eye: tuple[float, float, float]) -> list[Session]:
+    """The mirror split's sessions: the synthetic head renders its ground truth (``generate_mirror_views``);
+    a capture has none, so scoring the mirror view there is an error that says so."""
+    if cfg.root is not None or cfg.sessions:
+        raise DatasetError("eval.splits includes 'mirror', which needs ground truth of the virtual mirror viewpoint: "
+                           "only the synthetic head can render it; a capture has no camera there (its mirror view "
+                           "can be rendered, not scored)")
+    from reflect.data.synthetic import ensure_mirror_views, session_name
+
+    names = {s.name for s in evaluated}
+    return [Session(ensure_mirror_views(cfg.synthetic, index, 2 if display_camera is None else display_camera, eye),
+                    session_name(index), None)
+            for index in range(int(getattr(cfg.synthetic, "sessions", 1))) if session_name(index) in names]
 
 
 def _evaluated_sessions(sessions: list[Session], names: Optional[Sequence[str]]) -> list[Session]:
