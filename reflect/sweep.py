@@ -239,7 +239,7 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
         frozen = trials[record.optuna_trial] if record.optuna_trial < len(trials) else None
         return frozen is not None and is_live(study, frozen, record)
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: optuna.Trial, lost: Any) -> float:
         params = {k: suggest(trial, k, p) for k, p in spec.space.items()}
         cfg = load_train_config(base, overrides, extra_layers=layers + [("sweep trial", list(params.items()))])
         cfg = copy.deepcopy(cfg)
@@ -260,7 +260,10 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
             store.write(TrialRecord(study=spec.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
                                     status=RUNNING, metric_name=spec.metric.name, metric_window=spec.metric.window,
                                     optuna_trial=trial.number, overrides=params))
-        record = run_trial(spec, p, store, trial.number, callbacks=[StepPruningCallback(trial, spec.metric.name)])
+        record = run_trial(spec, p, store, trial.number, callbacks=[StepPruningCallback(trial, spec.metric.name)],
+                           claim_lost=lost)
+        if record is None:
+            raise RuntimeError("handed to another worker while this one was unreachable (its heartbeat went stale)")
         if record.status == PRUNED:
             raise optuna.TrialPruned(record.failure_reason)
         if record.status != COMPLETE:
@@ -293,8 +296,8 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
                 continue
             break
         try:
-            with trial_heartbeat(study, trial._trial_id):
-                value = objective(trial)
+            with trial_heartbeat(study, trial._trial_id) as lost:
+                value = objective(trial, lost)
         except optuna.TrialPruned:
             _tell(study, trial, state=TrialState.PRUNED)
         except RuntimeError as exc:  # a failed trial: recorded in the store, FAIL in the study; the others go on

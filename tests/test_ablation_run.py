@@ -263,3 +263,33 @@ def test_sigterm_records_the_trial_as_interrupted_and_the_next_run_resumes_it(tm
     assert done.status == "complete" and done.steps == 6
     assert [h["step"] for h in done.eval_history] == [3, 6]
     assert done.provenance["trained_by"] == [record.code_version]
+
+
+def test_a_worker_whose_claim_was_lost_stops_and_writes_nothing(tmp_path):
+    """Taken for dead (its heartbeat went stale) while it was only unreachable: another worker owns the trial now,
+    so this one stops at its next step and leaves that worker's record as it is."""
+    import threading
+
+    from pytorch_lightning.callbacks import Callback
+
+    from reflect.ablation.execute import run_trial, running_record
+
+    opts = opts_for(tmp_path, write_ablation(tmp_path, name="lost_abl"))
+    ablation = opts.load()
+    store = store_for(ablation, opts.runs_dir)
+    planned = plan_trials(ablation)[0]
+    lost = threading.Event()
+    theirs = running_record(ablation, planned, 7)
+    theirs.host, theirs.pid = "the-new-owner", 4242
+
+    class HandedOverAt2(Callback):  # the database re-queues the trial and another worker claims it at step 2
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2 and not lost.is_set():
+                store.write(theirs)
+                lost.set()
+
+    assert run_trial(ablation, planned, store, 3, callbacks=[HandedOverAt2()], claim_lost=lost) is None
+    record = store.get(planned.key)
+    assert record.host == "the-new-owner" and record.optuna_trial == 7 and record.status == "running"
+    assert not list((store.workdir(planned.key) / "checkpoints").glob("epoch*.ckpt"))
+    assert not (store.workdir(planned.key) / "checkpoints" / "last.ckpt").exists()  # stopped before step 3's

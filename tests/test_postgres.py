@@ -189,3 +189,22 @@ def test_a_sweep_with_two_workers_on_postgres_trains_no_configuration_twice(tmp_
     study = optuna.load_study(study_name="pg_sweep", storage=database_url(postgres_url))
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(finished) == 4 and len(study.trials) == 4  # the study-wide budget, exactly
+
+
+def test_the_heartbeat_notices_when_the_database_hands_the_trial_to_another_worker(tmp_path, postgres_url,
+                                                                                    monkeypatch):
+    import time
+
+    from reflect.ablation.study import mark_failed, open_storage, open_study, trial_heartbeat
+
+    monkeypatch.setenv("REFLECT_HEARTBEAT_S", "1")
+    study = open_study("pg_lost", open_storage(postgres_url, tmp_path / "unused.journal"), "maximize")
+    trial = study.ask()
+    with trial_heartbeat(study, trial._trial_id) as lost:
+        time.sleep(1.5)
+        assert not lost.is_set()  # beating, RUNNING: ours
+        mark_failed(study, trial.number, "stale: re-queued for another worker")
+        deadline = time.time() + 5
+        while not lost.is_set() and time.time() < deadline:
+            time.sleep(0.1)
+        assert lost.is_set()

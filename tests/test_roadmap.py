@@ -320,3 +320,31 @@ def test_dry_run_refuses_an_arm_whose_resolution_its_sr_factor_does_not_divide(t
     assert exit_.value.code == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "'render_quarter_sr4' trains at 66x66" in err and "model.decoder.sr_scale" in err
+
+
+def test_the_mirror_comparison_uses_the_best_configuration_that_evaluated_the_mirror_view():
+    """Most configurations never score the mirror view: the SHIP gate's comparison takes the best of those that
+    did, seed by seed (mirror/psnr - val/psnr), instead of the fleet's best, which has no mirror/psnr."""
+    from reflect.ablation.store import TrialRecord
+    from reflect.roadmap.fleet import TrialGroup
+    from reflect.roadmap.gates import GateContext, evaluate_condition
+    from reflect.roadmap.spec import ComparisonCondition
+
+    def record(arm, seed, val, mirror=None):
+        history = [{"step": s, "val/psnr": val, **({"mirror/psnr": mirror} if mirror is not None else {})}
+                   for s in range(1, 6)]
+        return TrialRecord(study="s", arm=arm, seed=seed, config_hash=arm, status="complete", eval_history=history,
+                           metric_window=5)
+
+    best_without = TrialGroup("s", "no_mirror", "a", tuple(record("no_mirror", s, 31.0 + 0.01 * s) for s in range(3)))
+    scored = TrialGroup("s", "scored", "b", tuple(record("scored", s, 29.0 + 0.1 * s, 28.9 + 0.1 * s + 0.01 * (s % 2))
+                                                   for s in range(3)))
+    far = TrialGroup("s", "far", "c", tuple(record("far", s, 28.0 + 0.1 * s, 26.0 + 0.1 * s) for s in range(3)))
+    condition = ComparisonCondition(metric="mirror/psnr", against="val/psnr", margin=0.5, text="")
+    ctx = GateContext(groups=[best_without, scored, far], signoffs=[], latency=[])
+    result = evaluate_condition(condition, 4, ctx)
+    assert result.group == "s/scored" and result.state == "holds" and result.value == pytest.approx(-0.0967, abs=1e-3)
+    alone = evaluate_condition(condition, 4, GateContext(groups=[best_without, far], signoffs=[], latency=[]))
+    assert alone.group == "s/far" and alone.state == "fails"  # 2 dB below its held-out view
+    none = evaluate_condition(condition, 4, GateContext(groups=[best_without], signoffs=[], latency=[]))
+    assert none.state == "incomplete" and "no configuration evaluated mirror/psnr" in none.detail

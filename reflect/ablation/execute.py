@@ -32,12 +32,16 @@ from reflect.model.avatar import head_model
 class StoreHeartbeat(Callback):
     """Keeps the running record's progress and heartbeat fresh (live display, stale detection)."""
 
-    def __init__(self, store: ResultsStore, record: TrialRecord, metric: str, every_s: float = 2.0):
+    def __init__(self, store: ResultsStore, record: TrialRecord, metric: str, every_s: float = 2.0,
+                 claim_lost: Any = None):
         self.store, self.record, self.metric, self.every_s = store, record, metric, every_s
+        self.claim_lost = claim_lost  # once set, the record is another worker's: never written from here again
         self._last = 0.0
 
     def _beat(self, trainer, pl_module, force: bool = False) -> None:
         now = time.time()
+        if self.claim_lost is not None and self.claim_lost.is_set():
+            return
         if not force and now - self._last < self.every_s:
             return
         self._last = now
@@ -51,6 +55,21 @@ class StoreHeartbeat(Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._beat(trainer, pl_module, force=True)
+
+
+class ClaimLost(Exception):
+    """This worker's trial was handed to another worker (its heartbeat was judged stale): stop, write nothing."""
+
+
+class StopIfClaimLost(Callback):
+    """Stop training at the next step once ``lost`` is set (``reflect.ablation.study.trial_heartbeat``)."""
+
+    def __init__(self, lost: Any):
+        self.lost = lost
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if self.lost.is_set():
+            raise ClaimLost(f"step {trainer.global_step}: the database handed this trial to another worker")
 
 
 def provenance() -> dict[str, Any]:
@@ -99,11 +118,13 @@ def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:
 
 
 def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_number: Optional[int] = None,
-              callbacks: Sequence[Callback] = ()) -> TrialRecord:
+              callbacks: Sequence[Callback] = (), claim_lost: Any = None) -> Optional[TrialRecord]:
     """Train one (arm, seed), recording it; failures become FAILED records, never exceptions.
 
     ``ablation`` may be any study spec with ``name``, ``phase`` and ``metric`` (sweeps reuse this);
-    an ``optuna.TrialPruned`` raised by a pruning callback makes the record PRUNED.
+    an ``optuna.TrialPruned`` raised by a pruning callback makes the record PRUNED. ``claim_lost`` (the event
+    ``reflect.ablation.study.trial_heartbeat`` yields) set means the database handed the trial to another
+    worker: training stops at the next step, and the record is left to that worker (returns None).
     """
     from reflect.tracking import make_wandb_logger
     from reflect.training import train
@@ -115,6 +136,7 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
                              provenance=provenance())
     store.write(record)
     logger = None
+    lost = False
     try:
         logger = make_wandb_logger(
             p.config.tracking, name=f"{p.arm}-s{p.seed}", save_dir=store.root,
@@ -125,9 +147,10 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
             resuming=(store.workdir(p.key) / "checkpoints" / "last.ckpt").is_file(),
         )
         logger = _start_mirror(logger, record)
-        with store.heartbeat(record):
+        with store.heartbeat(record, claim_lost=claim_lost):
             result = train(p.config, store.workdir(p.key), resume=True, logger=logger,
-                           callbacks=[StoreHeartbeat(store, record, ablation.metric.name), *callbacks],
+                           callbacks=[StoreHeartbeat(store, record, ablation.metric.name, claim_lost=claim_lost),
+                                      *callbacks, *([StopIfClaimLost(claim_lost)] if claim_lost is not None else [])],
                            progress=False, code_version=record.code_version)
         value = windowed(result.eval_history, ablation.metric.name, ablation.metric.window)
         record.eval_history, record.train_history = result.eval_history, result.train_history
@@ -150,6 +173,8 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
                 _mirror_final(logger, ablation, record)
             except Exception as exc:  # noqa: BLE001 - W&B is a mirror: its failure never changes the result
                 record.wandb_error = f"{type(exc).__name__}: {exc}"
+    except ClaimLost:
+        lost = True  # the new owner writes the record; this worker's W&B run is closed as failed
     except optuna.TrialPruned as exc:
         record.status, record.failure_reason = PRUNED, f"pruned: {exc}"
     except KeyboardInterrupt as exc:  # SIGINT/SIGTERM: record it honestly, then stop like the user asked
@@ -165,13 +190,14 @@ def run_trial(ablation: Ablation, p: PlannedTrial, store: ResultsStore, optuna_n
         record.failure_reason = f"{type(exc).__name__}: {exc}"
         record.progress = {**record.progress, "traceback": traceback.format_exc(limit=8)}
     finally:
-        store.write(record)
+        if not lost:
+            store.write(record)
         if logger is not None:
             try:
                 logger.experiment.finish(exit_code=0 if record.status == COMPLETE else 1)
             except Exception:  # noqa: BLE001 - the mirror must never lose the store's record
                 pass
-    return record
+    return None if lost else record
 
 
 def running_record(ablation: Ablation, p: PlannedTrial, optuna_number: Optional[int], **fields: Any) -> TrialRecord:

@@ -67,8 +67,10 @@ def worker_loop(opts: RunOptions) -> int:
                 continue  # others' trials still run: a dead worker's comes back queued once its beat is stale
             break
         trial, p = claimed
-        with trial_heartbeat(study, trial._trial_id):
-            record = run_trial(ablation, p, store, trial.number)
+        with trial_heartbeat(study, trial._trial_id) as lost:
+            record = run_trial(ablation, p, store, trial.number, claim_lost=lost)
+        if record is None:
+            continue  # handed to another worker while this one was unreachable: its result is theirs
         ran += 1
         tell(study, trial, record)
     return ran

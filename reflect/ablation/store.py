@@ -170,16 +170,19 @@ class ResultsStore:
             atomic_write_json(self.record_path(record.key), asdict(record))
 
     @contextmanager
-    def heartbeat(self, record: TrialRecord, every_s: float = 30.0) -> Iterator[None]:
+    def heartbeat(self, record: TrialRecord, every_s: float = 30.0, claim_lost: Any = None) -> Iterator[None]:
         """Rewrite ``record`` every ``every_s`` seconds while the block runs.
 
         Why: another host judges a RUNNING record by its age (``STALE_AFTER_S``); loading a large capture
         happens before training callbacks can beat, so without this a slow start would look like a dead worker.
+        ``claim_lost`` set (the trial was handed to another worker) stops the beats.
         """
         stop = threading.Event()
 
         def beat() -> None:
             while not stop.wait(every_s):
+                if claim_lost is not None and claim_lost.is_set():
+                    return  # another worker owns the record now
                 try:
                     self.write(record)
                 except Exception:  # noqa: BLE001 - a missed beat only risks a duplicate run, never a wrong result

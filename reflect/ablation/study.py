@@ -182,11 +182,17 @@ def record_heartbeat(study: optuna.Study, trial_id: int) -> None:
 
 
 @contextmanager
-def trial_heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
+def trial_heartbeat(study: optuna.Study, trial_id: int) -> Iterator[threading.Event]:
     """Beat for ``trial_id`` every heartbeat interval while the block runs (a daemon thread, as in Optuna's
-    ``study.optimize``, which our ask/tell loop does not use). A missed beat is retried at the next interval."""
+    ``study.optimize``, which our ask/tell loop does not use). A missed beat is retried at the next interval.
+
+    Yields an event that is set once the database no longer has the trial RUNNING: this worker was taken for
+    dead (it stopped beating for longer than the grace period: suspended, cut off) and its trial handed to
+    another, so it must stop without writing (``reflect.ablation.execute.StopIfClaimLost``).
+    """
+    lost = threading.Event()
     if not uses_heartbeat(study):
-        yield
+        yield lost
         return
     interval = heartbeat_seconds(study)
     stop = threading.Event()
@@ -194,6 +200,9 @@ def trial_heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     def beat() -> None:
         while True:
             try:
+                if study._storage.get_trial(trial_id).state != TrialState.RUNNING:
+                    lost.set()
+                    return
                 study._storage.record_heartbeat(trial_id)
             except Exception:  # noqa: BLE001 - a lost connection for one beat must not kill the trial
                 pass
@@ -203,7 +212,7 @@ def trial_heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     thread = threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True)
     thread.start()
     try:
-        yield
+        yield lost
     finally:
         stop.set()
         thread.join()

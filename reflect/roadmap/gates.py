@@ -162,10 +162,18 @@ def _latency(c: LatencyCondition, ctx: GateContext) -> ConditionResult:
 
 
 def _comparison(c: ComparisonCondition, ctx: GateContext) -> ConditionResult:
-    """The best configuration (by ``against``): per seed, windowed ``metric`` − ``against``; its interval must lie
-    within ±margin (holds) or outside it (fails)."""
+    """The best configuration (by ``against``) among those that evaluated both metrics: per seed, windowed
+    ``metric`` − ``against``; its interval must lie within ±margin (holds) or outside it (fails).
+
+    Why only those: most configurations never evaluate the compared metric (the mirror view is scored by the
+    ablations that ask for it); the best of all by ``against`` would leave the condition without a value.
+    """
     base = dict(kind="comparison", description=c.describe())
-    est = best_group(ctx.groups, c.against, 20, "max", ctx.confidence)
+    both = [g for g in ctx.groups if g.values(c.metric, 20) and g.values(c.against, 20)]
+    if not both:
+        return ConditionResult(state=INCOMPLETE, detail=f"no configuration evaluated {c.metric} beside "
+                               f"{c.against}", **base)
+    est = best_group(both, c.against, 20, "max", ctx.confidence)
     if est is None:
         return ConditionResult(state=INCOMPLETE, detail=f"no trial evaluated {c.against}", **base)
     window = est.group.effective_window(c.against, 20)
