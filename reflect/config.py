@@ -178,7 +178,8 @@ NON_IDENTITY_KEYS = (
 LATER_KEYS_AT_DEFAULT = {"data.downscale": 1, "data.principal_point": "vhap", "data.eval_sessions": None,
                          "data.synthetic.sessions": 1, "data.synthetic.allowlist": True,
                          "data.synthetic.flavour": "gaussian_avatars", "model.gaussians.init": "auto",
-                         "eval.mirror_display_camera": None, "eval.mirror_eye_m": [0.0, 0.022, 0.072]}
+                         "eval.mirror_display_camera": None, "eval.mirror_eye_m": [0.0, 0.022, 0.072],
+                         "data.train_timesteps": None}
 
 
 def identity_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -567,3 +567,14 @@ def test_the_start_points_follow_model_gaussians_init(tmp_path: Path) -> None:
     assert initial_points(cfg("auto"), ga, object())[1] == "flame canonical mesh"
     with pytest.raises(Exception, match="init: expected one of"):
         cfg("hull")
+
+
+def test_a_short_session_trains_on_the_first_timesteps_and_is_scored_on_the_same_frames(tmp_path, monkeypatch):
+    monkeypatch.setenv("REFLECT_CACHE_DIR", str(tmp_path / "cache"))
+    full = load_splits(DataConfig(synthetic=TINY))
+    short = load_splits(DataConfig(synthetic=TINY, train_timesteps=5))
+    assert sorted(set(short["train"].timestep_indices())) == list(range(5))
+    assert len(short["train"]) == 5 * 2 and len(full["train"]) == TINY.n_train_timesteps * 2  # both cameras
+    assert [f.frame_id for f in short["val"].frames] == [f.frame_id for f in full["val"].frames]
+    with pytest.raises(ValueError, match="train_timesteps: expected a positive integer"):
+        DataConfig(train_timesteps=0).validate()

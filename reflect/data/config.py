@@ -95,6 +95,9 @@ class DataConfig:
     # names of the sessions whose val/test frames are evaluated (None: every session). A multi-session ablation
     # scores every arm on the same frames: those of the session all arms share.
     eval_sessions: Optional[List[str]] = None
+    # train on the first N timesteps of each session only (a short capture: Phase 5's 2-3 minute fitting
+    # session); the evaluated frames stay as they are. None: every timestep.
+    train_timesteps: Optional[int] = None
     synthetic: SyntheticHeadConfig = field(default_factory=SyntheticHeadConfig)
 
     def validate(self) -> None:
@@ -105,6 +108,8 @@ class DataConfig:
             raise ValueError(f"downscale: expected an integer >= 1 (1 = full resolution), got {self.downscale!r}")
         if len(self.background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in self.background):
             raise ValueError(f"background: expected three values in [0, 1], got {list(self.background)}")
+        if self.train_timesteps is not None and (isinstance(self.train_timesteps, bool) or self.train_timesteps < 1):
+            raise ValueError(f"train_timesteps: expected a positive integer or null, got {self.train_timesteps!r}")
         if self.eval_sessions is not None and (not self.eval_sessions or not all(self.eval_sessions)):
             raise ValueError(f"eval_sessions: expected a non-empty list of session names or null, "
                              f"got {self.eval_sessions!r}")

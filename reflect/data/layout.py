@@ -193,7 +193,8 @@ class AvatarDataset(Dataset):
 
     def __init__(self, sessions: list[Session], split: str, background: tuple[float, float, float],
                  preload: bool = True, max_frames: Optional[int] = None, downscale: int = 1,
-                 principal_point: str = "vhap", dynamic_offsets: bool = False) -> None:
+                 principal_point: str = "vhap", dynamic_offsets: bool = False,
+                 first_timesteps: Optional[int] = None) -> None:
         self.split = split
         self.dynamic_offsets = dynamic_offsets
         self.downscale = int(downscale)
@@ -206,7 +207,11 @@ class AvatarDataset(Dataset):
         flame_cache: dict[Path, dict[str, np.ndarray]] = {}
         for si, session in enumerate(sessions):
             path = session.root / f"transforms_{split}.json"
-            for frame, w, h in self._read_split(si, session, path, flame_cache):
+            read = self._read_split(si, session, path, flame_cache)
+            if first_timesteps is not None:  # a short session: the first N timesteps this session has
+                kept = set(sorted({frame.timestep for frame, _, _ in read})[:first_timesteps])
+                read = [(frame, w, h) for frame, w, h in read if frame.timestep in kept]
+            for frame, w, h in read:
                 if size is None:
                     size = (w, h, f"{path} frame {frame.frame_id}")
                 elif (w, h) != size[:2]:
@@ -456,7 +461,8 @@ def load_splits(cfg: Any, splits: Sequence[str] = SPLITS, dynamic_offsets: bool 
                                  max_frames=None if split == "train" else cfg.max_eval_frames,
                                  downscale=getattr(cfg, "downscale", 1),
                                  principal_point=getattr(cfg, "principal_point", "vhap"),
-                                 dynamic_offsets=dynamic_offsets)
+                                 dynamic_offsets=dynamic_offsets,
+                                 first_timesteps=getattr(cfg, "train_timesteps", None) if split == "train" else None)
             for split in dict.fromkeys(splits)}
 
 
