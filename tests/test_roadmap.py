@@ -348,3 +348,37 @@ def test_the_mirror_comparison_uses_the_best_configuration_that_evaluated_the_mi
     assert alone.group == "s/far" and alone.state == "fails"  # 2 dB below its held-out view
     none = evaluate_condition(condition, 4, GateContext(groups=[best_without], signoffs=[], latency=[]))
     assert none.state == "incomplete" and "no configuration evaluated mirror/psnr" in none.detail
+
+
+def test_the_sr_trade_off_table_puts_recorded_gpu_latency_beside_each_arms_quality(tmp_path):
+    import json
+
+    from reflect.ablation.spec import load_ablation
+    from reflect.reports.ablation import render_markdown
+    from reflect.reports.tradeoff import latency_text, tradeoff_rows
+    from reflect.roadmap.fleet import BENCHMARKS_DIR, LATENCY_FILE
+
+    ablation = load_ablation(ROOT / "ablations" / "sr_resolution.yaml")
+    bench = tmp_path / "runs" / BENCHMARKS_DIR / LATENCY_FILE
+    bench.parent.mkdir(parents=True)
+    rows = [{"config": "1920x1080+2x", "sr": 2, "device": "NVIDIA H200", "total_ms": 4.0, "at": "2026-11-01T00:00:00Z"},
+            {"config": "1920x1080+2x", "sr": 2, "device": "NVIDIA H200", "total_ms": 3.1, "at": "2026-12-01T00:00:00Z"},
+            {"config": "960x540+4x", "sr": 4, "device": "cpu (2 cores)", "total_ms": None, "at": "2026-12-01T00:00:00Z"}]
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = {"arms": {"render_full": {"n": 3}, "render_half_sr2": {"n": 3, "delta_db": -0.4, "delta_ci": [-0.6, -0.2],
+                                                                       "verdict": "worse"},
+                        "render_quarter_sr4": {"n": 3, "delta_db": -1.2, "delta_ci": [-1.5, -0.9], "verdict": "worse"}}}
+    table = {r["arm"]: r for r in tradeoff_rows(ablation, summary, [tmp_path / "runs"])}
+    assert [table[a]["sr_scale"] for a in ("render_full", "render_half_sr2", "render_quarter_sr4")] == [1, 2, 4]
+    assert table["render_half_sr2"]["latency_ms"] == 3.1  # the newest GPU record for that factor
+    assert table["render_quarter_sr4"]["latency_ms"] is None  # a CPU row has no total: not a number to show
+    assert latency_text(table["render_quarter_sr4"]).startswith("not measured on a GPU")
+    assert tradeoff_rows(load_ablation(ROOT / "ablations" / "decoder_depth.yaml"), summary, [tmp_path]) is None
+    markdown = render_markdown({**json.loads((ROOT / "reports" / "examples" / "decoder_depth" / "summary.json")
+                                             .read_text()), "tradeoff": list(table.values())}, None)
+    assert "| `render_half_sr2` | 2x | -0.40 | [-0.60, -0.20] | worse | 3.10 ms (1920x1080+2x, NVIDIA H200) |" in markdown
+    from reflect.reports.ablation_html import render_html
+
+    page = render_html({**json.loads((ROOT / "reports" / "examples" / "decoder_depth" / "summary.json").read_text()),
+                        "tradeoff": list(table.values())}, {})
+    assert "Quality × latency" in page and "3.10 ms (1920x1080+2x, NVIDIA H200)" in page

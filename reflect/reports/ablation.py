@@ -170,6 +170,18 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
             if t.get("wandb_error"):
                 why += f" (no W&B mirror: {t['wandb_error']})"
             lines.append(f"- `{t['key']}`: {t['status']}, {val}{why}")
+    if summary.get("tradeoff"):
+        from reflect.reports.tradeoff import latency_text
+
+        lines += ["", "## Quality × latency (the roadmap's trade-off table)", "",
+                  "Quality: this ablation's trials. Latency: render + decoder + SR at the roadmap's 4K output, "
+                  "from `benches/bench_latency.py` records on a GPU.", "",
+                  "| arm | SR | Δ vs baseline | interval | verdict | 4K latency |", "|---|---|---|---|---|---|"]
+        for row in summary["tradeoff"]:
+            delta = "—" if row["delta"] is None else f"{row['delta']:+.2f}"
+            interval = "—" if not row["interval"] else f"[{row['interval'][0]:+.2f}, {row['interval'][1]:+.2f}]"
+            lines.append(f"| `{row['arm']}` | {row['sr_scale']}x | {delta} | {interval} | {row['verdict'] or '—'} | "
+                         f"{latency_text(row)} |")
     lines.append(f"\n_Generated {summary['generated_at']} from the results store._")
     return "\n".join(lines) + "\n"
 
@@ -187,6 +199,11 @@ def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: 
     out.mkdir(parents=True, exist_ok=True)
     records = list(store.records())
     summary = summarize(ablation, records, prior_spread(ablation, store))
+    from reflect.reports.tradeoff import tradeoff_rows
+
+    tradeoff = tradeoff_rows(ablation, summary, [store.root.parent])
+    if tradeoff is not None:
+        summary["tradeoff"] = tradeoff
     atomic_write_json(out / "summary.json", summary)
     used = current_records(ablation, records)  # older runs stay in the store, never mixed into a report
     pngs = report_figures(summary, used)

@@ -70,6 +70,14 @@ def render_html(summary: dict[str, Any], pngs: dict[str, Optional[bytes]]) -> st
                  f"[{a['literature']['interval'][0]:+.2f}, {a['literature']['interval'][1]:+.2f}]",
                  a["literature"]["outcome"]] for n, a in compared_arms(summary) if a.get("literature")]
         body.append(table(["arm", "measured gain", "interval", "vs literature"], rows))
+    if summary.get("tradeoff"):
+        from reflect.reports.tradeoff import latency_text
+
+        body.append("<h2>Quality × latency (the roadmap's trade-off table)</h2>")
+        body.append(table(["arm", "SR", "Δ vs baseline", "interval", "verdict", "4K latency"], [
+            [r["arm"], f"{r['sr_scale']}x", number(r["delta"], 2, True),
+             "—" if not r["interval"] else f"[{r['interval'][0]:+.2f}, {r['interval'][1]:+.2f}]",
+             r["verdict"] or "—", latency_text(r)] for r in summary["tradeoff"]]))
     frames = [(n, a["frames"]) for n, a in compared_arms(summary) if a.get("frames")]
     if frames:
         body.append("<h2>Frames</h2>" + table(
