@@ -476,10 +476,10 @@ def _mirror_sessions(cfg: Any, evaluated: list[Session], display_camera: Optiona
                            "can be rendered, not scored)")
     from reflect.data.synthetic import ensure_mirror_views, session_name
 
-    names = {s.name for s in evaluated}
+    by_name = {s.name: s for s in evaluated}  # a later session's allowlist applies to its mirror frames too
     return [Session(ensure_mirror_views(cfg.synthetic, index, 2 if display_camera is None else display_camera, eye),
-                    session_name(index), None)
-            for index in range(int(getattr(cfg.synthetic, "sessions", 1))) if session_name(index) in names]
+                    session_name(index), by_name[session_name(index)].allowlist)
+            for index in range(int(getattr(cfg.synthetic, "sessions", 1))) if session_name(index) in by_name]
 
 
 def _evaluated_sessions(sessions: list[Session], names: Optional[Sequence[str]]) -> list[Session]:
