@@ -171,8 +171,10 @@ def _comparison(c: ComparisonCondition, ctx: GateContext) -> ConditionResult:
     base = dict(kind="comparison", description=c.describe())
     both = [g for g in ctx.groups if g.values(c.metric, 20) and g.values(c.against, 20)]
     if not both:
+        hint = ("; a capture has no ground truth at the mirror viewpoint: render it with python -m reflect.mirror "
+                "and judge it by the sign-off") if c.metric.startswith("mirror/") else ""
         return ConditionResult(state=INCOMPLETE, detail=f"no configuration evaluated {c.metric} beside "
-                               f"{c.against}", **base)
+                               f"{c.against}{hint}", **base)
     est = best_group(both, c.against, 20, "max", ctx.confidence)
     if est is None:
         return ConditionResult(state=INCOMPLETE, detail=f"no trial evaluated {c.against}", **base)
