@@ -119,8 +119,9 @@ def test_a_killed_workers_trial_is_requeued_by_the_database_and_resumed_from_its
     path = tmp_path / "pg_kill.yaml"
     path.write_text(KILL_ABLATION)
     runs = tmp_path / "runs"
-    # beats every 3 s, stale after 9 s: B starts (~5 s) while A's trial still looks alive, so B must wait for it
-    env = {**os.environ, "REFLECT_HEARTBEAT_S": "3"}
+    # beats every 5 s, stale after 15 s: B starts (~5 s, more on a loaded machine) while A's trial still looks
+    # alive, so B must wait for it
+    env = {**os.environ, "REFLECT_HEARTBEAT_S": "5"}
     steps = ["trainer.max_steps=400", "trainer.checkpoint_every=20", "trainer.eval_every=200"]
     cmd = [sys.executable, "-m", "reflect.ablate", str(path), "--storage", postgres_url, *TINY, *steps,
            "--runs-dir", str(runs), "--reports-dir", str(tmp_path / "reports")]
