@@ -215,8 +215,8 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
     from reflect.ablation.plan import PlannedTrial
     from reflect.ablation.queue import is_live
     from reflect.ablation.store import COMPLETE, PRUNED, RUNNING, ResultsStore, TrialRecord
-    from reflect.ablation.study import (heartbeat_seconds, open_storage, reap_stale, record_heartbeat, study_lock,
-                                        trial_heartbeat, uses_heartbeat)
+    from reflect.ablation.study import (WAIT_POLL_S, heartbeat_seconds, open_storage, reap_stale, record_heartbeat,
+                                        study_lock, trial_heartbeat, uses_heartbeat)
     from reflect.config import config_hash
 
     if threads:
@@ -292,7 +292,7 @@ def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], ru
                 record_heartbeat(study, trial._trial_id)
         if trial is None:
             if uses_heartbeat(study) and others:
-                time.sleep(heartbeat_seconds(study))  # the budget is spent; wait in case a running trial's worker died
+                time.sleep(min(heartbeat_seconds(study), WAIT_POLL_S))  # budget spent: wait in case a worker died
                 continue
             break
         try:

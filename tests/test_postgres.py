@@ -192,6 +192,7 @@ def test_a_sweep_with_two_workers_on_postgres_trains_no_configuration_twice(tmp_
     assert len(finished) == 4 and len(study.trials) == 4  # the study-wide budget, exactly
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_the_heartbeat_notices_when_the_database_hands_the_trial_to_another_worker(tmp_path, postgres_url,
                                                                                     monkeypatch):
     import time

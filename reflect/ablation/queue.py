@@ -20,7 +20,7 @@ from reflect.ablation.execute import running_record
 from reflect.ablation.plan import PlannedTrial
 from reflect.ablation.spec import Ablation
 from reflect.ablation.store import COMPLETE, RUNNING, ResultsStore, TrialRecord
-from reflect.ablation.study import (KEY_ATTR, has_waiting, heartbeat_seconds, mark_failed, reap_stale,
+from reflect.ablation.study import (KEY_ATTR, WAIT_POLL_S, has_waiting, heartbeat_seconds, mark_failed, reap_stale,
                                     record_heartbeat, study_lock, uses_heartbeat)
 
 
@@ -169,7 +169,7 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
 
 def wait_for_others(study: optuna.Study, store: ResultsStore, keys: Iterable[str], waiting_since: list[float]) -> bool:
     """With nothing left to claim: on a heartbeat storage, while other workers still run trials of ``keys``,
-    sleep one heartbeat interval and return True (the caller claims again: a dead worker's trial comes back
+    sleep a few seconds (``WAIT_POLL_S``, at most a heartbeat interval) and return True (the caller claims again: a dead worker's trial comes back
     queued once its heartbeat is stale); False when none is running (or on the journal, which never re-queues).
 
     Why wait: this machine's report and the next look of a sequential design need those trials' results.
@@ -186,5 +186,5 @@ def wait_for_others(study: optuna.Study, store: ResultsStore, keys: Iterable[str
         waiting_since.append(time.time())
         print(f"waiting for {len(running)} trial(s) running on other workers ({', '.join(sorted(running)[:3])}); "
               "a dead worker's trial is re-queued here once its heartbeat is stale", file=sys.stderr, flush=True)
-    time.sleep(heartbeat_seconds(study))
+    time.sleep(min(heartbeat_seconds(study), WAIT_POLL_S))
     return True

@@ -161,6 +161,9 @@ def uses_heartbeat(study: optuna.Study) -> bool:
     return isinstance(backend, optuna.storages.RDBStorage) and backend.heartbeat_interval is not None
 
 
+WAIT_POLL_S = 5  # how often a machine with nothing to claim looks again (a beat interval would be a minute)
+
+
 def heartbeat_seconds(study: optuna.Study) -> Optional[int]:
     """The storage's heartbeat interval, or None where it has none (the journal)."""
     return _backend(study).heartbeat_interval if uses_heartbeat(study) else None
