@@ -474,7 +474,8 @@ def _mirror_sessions(cfg: Any, evaluated: list[Session], display_camera: Optiona
         raise DatasetError("eval.splits includes 'mirror', which needs ground truth of the virtual mirror viewpoint: "
                            "only the synthetic head can render it; a capture has no camera there (its mirror view "
                            "can be rendered, not scored)")
-    from reflect.data.synthetic import ensure_mirror_views, session_name
+    from reflect.data.synthetic import session_name
+    from reflect.data.synthetic_mirror import ensure_mirror_views
 
     by_name = {s.name: s for s in evaluated}  # a later session's allowlist applies to its mirror frames too
     return [Session(ensure_mirror_views(cfg.synthetic, index, 2 if display_camera is None else display_camera, eye),

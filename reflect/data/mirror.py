@@ -22,7 +22,7 @@ MIRROR_CAMERA_INDEX = 90  # the camera_index mirror frames carry (frame ids "...
 def head_point_world(point_head: np.ndarray, rotation: np.ndarray, neck_pose: np.ndarray,
                      translation: np.ndarray) -> np.ndarray:
     """A head-local point [3] in world coordinates under the rigid head pose R(rotation) R(neck_pose) + t."""
-    from reflect.data.synthetic import axis_angle_to_matrix
+    from reflect.data.synthetic_render import axis_angle_to_matrix
 
     rot = axis_angle_to_matrix(np.asarray(rotation, np.float64)) @ axis_angle_to_matrix(np.asarray(neck_pose, np.float64))
     return rot @ np.asarray(point_head, np.float64) + np.asarray(translation, np.float64)

@@ -1,0 +1,125 @@
+"""Ground truth of the virtual mirror viewpoint (``reflect.data.mirror``) on the synthetic head.
+
+The synthetic head is the one place a camera can sit at the mirror viewpoint: its renderer draws each val
+timestep from the mirror camera of the display's camera, written as a dataset folder with a
+``transforms_mirror.json`` split in the session's own conventions, and cached by the geometry.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from reflect.data.synthetic import (N_EXPR, VHAP_PRINCIPAL_POINT, _as_config, _write_npz, cache_dir, config_key,
+                                    make_cameras, make_sequence, split_neck_motion)
+from reflect.data.synthetic_render import SESSION_LOOKS, ProceduralHead, camera_rays, render_frames
+
+def mirror_key(cfg: Any, session: int, display_camera: int, eye_head: tuple[float, float, float]) -> str:
+    """Cache key of one session's mirror views: the session's data and the mirror's geometry."""
+    blob = json.dumps({"session": config_key(cfg, session), "display_camera": display_camera,
+                       "eye_head": [round(float(v), 6) for v in eye_head]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def generate_mirror_views(cfg: Any, out_dir: str | os.PathLike, session: int = 0, display_camera: int = 2,
+                          eye_head: tuple[float, float, float] = (0.0, 0.022, 0.072)) -> Path:
+    """The ground truth of the virtual mirror viewpoint (``reflect.data.mirror``) for the val timesteps, written
+    as a dataset folder with a ``transforms_mirror.json`` split in the session's own conventions (flavour).
+
+    Args:
+        cfg: the synthetic head's parameters.
+        out_dir: the folder to write.
+        session: which capture session (0-based).
+        display_camera: the camera index of the display's camera (0, 1: the stereo pair; 2: the frontal one).
+        eye_head: the viewer's eye point in head-local metres (default: between the synthetic eyes).
+    Returns:
+        out_dir. The renders are of the proper mirror camera (the display shows them flipped left to right).
+    """
+    from reflect.data.mirror import MIRROR_CAMERA_INDEX, head_point_world, mirror_camera
+
+    cfg = _as_config(cfg)
+    cfg.validate()
+    if display_camera not in (0, 1, 2):
+        raise ValueError(f"display_camera: the synthetic head has cameras 0, 1 and 2, got {display_camera}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "flame_param").mkdir(exist_ok=True)
+    look = SESSION_LOOKS[session]
+    vhap = cfg.flavour == "vhap"
+    seq = make_sequence(cfg, session)
+    if vhap:
+        seq = split_neck_motion(seq)
+        (out / "fg_masks").mkdir(exist_ok=True)
+    size, ss = cfg.image_size, cfg.supersample
+    c2ws, focal = make_cameras(cfg)
+    cx, cy = (VHAP_PRINCIPAL_POINT[0] * size, VHAP_PRINCIPAL_POINT[1] * size) if vhap else (size / 2.0, size / 2.0)
+    display_c2w_cv = c2ws[display_camera] @ np.diag([1.0, -1.0, -1.0, 1.0])
+    display_w2c = np.linalg.inv(display_c2w_cv)
+    K = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+    timesteps = np.unique(np.linspace(0, cfg.n_train_timesteps - 1, cfg.n_val_timesteps).round().astype(int))
+    head = ProceduralHead(cfg.seed)
+    frames = []
+    for t in timesteps:
+        tracked = int(seq["tracked_as"][t])
+        eye = head_point_world(eye_head, seq["rotation"][t], seq["neck_pose"][t], seq["translation"][t])
+        viewmat, mirror_K = mirror_camera(display_w2c, K, eye)
+        c2w_gl = np.linalg.inv(viewmat) @ np.diag([1.0, -1.0, -1.0, 1.0])
+        rays = [camera_rays(c2w_gl, mirror_K[0, 0], size, ss, (cx, cy))]
+        rgba, _ = render_frames(head, seq, np.array([t]), np.array([0]), rays, size, ss, look)
+        name = f"{t:05d}_{MIRROR_CAMERA_INDEX:02d}.png"
+        if vhap:
+            alpha = rgba[0, ..., 3:].astype(np.float64) / 255.0
+            over_white = rgba[0, ..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
+            Image.fromarray(np.round(over_white).astype(np.uint8), "RGB").save(out / "images" / name)
+            Image.fromarray(rgba[0, ..., 3], "L").save(out / "fg_masks" / name)
+        else:
+            Image.fromarray(rgba[0], "RGBA").save(out / "images" / name)
+        _write_npz(out / "flame_param" / f"{t:05d}.npz", {
+            key: seq[key][tracked][None].astype(np.float32)
+            for key in ("expr", "jaw_pose", "eyes_pose", "neck_pose", "rotation", "translation")
+        } | {"shape": np.zeros(300, dtype=np.float32)})
+        frames.append({
+            "timestep_index": int(t), "camera_index": MIRROR_CAMERA_INDEX, "camera_id": f"mirror{display_camera}",
+            "cx": cx, "cy": size - cy if vhap else cy, "fl_x": float(mirror_K[0, 0]), "fl_y": float(mirror_K[1, 1]),
+            "w": size, "h": size, "transform_matrix": c2w_gl.tolist(), "file_path": f"images/{name}",
+            "flame_param_path": f"flame_param/{t:05d}.npz",
+            **({"fg_mask_path": f"fg_masks/{name}"} if vhap else {}),
+        })
+    _write_npz(out / "canonical_flame_param.npz", {
+        "expr": np.zeros((1, N_EXPR), np.float32), "jaw_pose": np.zeros((1, 3), np.float32),
+        "eyes_pose": np.zeros((1, 6), np.float32), "neck_pose": np.zeros((1, 3), np.float32),
+        "rotation": np.zeros((1, 3), np.float32), "translation": np.zeros((1, 3), np.float32),
+        "shape": np.zeros(300, np.float32),
+    })
+    (out / "transforms_mirror.json").write_text(json.dumps({
+        "mirror": {"display_camera": display_camera, "eye_head": list(eye_head)}, "frames": frames}, indent=2))
+    return out
+
+
+def ensure_mirror_views(cfg: Any, session: int = 0, display_camera: int = 2,
+                        eye_head: tuple[float, float, float] = (0.0, 0.022, 0.072)) -> Path:
+    """The cached mirror-view ground truth of one session (generated on first use, atomically like the head)."""
+    root = cache_dir()
+    target = root / f"synthetic_mirror-{mirror_key(cfg, session, display_camera, eye_head)}"
+    if target.is_dir():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
+    try:
+        generate_mirror_views(cfg, tmp, session, display_camera, eye_head)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
