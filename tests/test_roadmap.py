@@ -382,3 +382,17 @@ def test_the_sr_trade_off_table_puts_recorded_gpu_latency_beside_each_arms_quali
     page = render_html({**json.loads((ROOT / "reports" / "examples" / "decoder_depth" / "summary.json").read_text()),
                         "tradeoff": list(table.values())}, {})
     assert "Quality × latency" in page and "3.10 ms (1920x1080+2x, NVIDIA H200)" in page
+
+
+def test_reports_state_how_each_arms_model_differs_in_size_from_the_baseline():
+    import json
+
+    from reflect.reports.text import parameter_differences
+
+    summary = json.loads((ROOT / "reports" / "examples" / "decoder_depth" / "summary.json").read_text())
+    base = summary["arms"]["five_layer"]["parameter_counts"]
+    summary["arms"]["six_layer"]["parameter_counts"] = {**base, "decoder": base["decoder"] + 9248,
+                                                        "total": base["total"] + 9248}
+    assert parameter_differences(summary) == ["`six_layer` +9,248 vs `five_layer` (decoder +9,248)"]
+    summary["arms"]["six_layer"]["parameter_counts"] = dict(base)
+    assert parameter_differences(summary) == []  # same size: nothing to say

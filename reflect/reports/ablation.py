@@ -14,6 +14,7 @@ from reflect.analysis.verdicts import Spread, analyze
 from reflect.reports.ablation_html import render_html
 from reflect.reports.figures import report_figures
 from reflect.reports.summary import build_summary
+from reflect.reports.text import parameter_differences
 from reflect.reports.text import compared_arms, number, p_value
 from reflect.reports.wandb_report import write_report_definition
 
@@ -95,6 +96,9 @@ def render_markdown(summary: dict[str, Any], plot_name: str | None) -> str:
     lines += ["", f"Paired spread σ_d for power: {number(spread['sd'], 3)} {unit} ({spread['source']}). "
               "The p-values are each look's nominal one-sided p; a verdict is taken when one is at or below its "
               "level (the group-sequential boundary at the arm's Holm weight); the interval is at the same level."]
+    extra = parameter_differences(summary)
+    if extra:
+        lines += ["", "**Parameters, as counted on the trials' models:** " + "; ".join(extra) + "."]
     arms = compared_arms(summary)
     if any(a["mde"] for _, a in arms):
         looks = design["looks"]

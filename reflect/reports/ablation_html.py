@@ -6,7 +6,7 @@ from typing import Any
 from typing import Optional
 
 from reflect.reports.html import esc, img, page, table
-from reflect.reports.text import compared_arms, number
+from reflect.reports.text import compared_arms, number, parameter_differences
 
 
 def _verdict_rows(summary: dict[str, Any]) -> list[list[str]]:
@@ -53,6 +53,9 @@ def render_html(summary: dict[str, Any], pngs: dict[str, Optional[bytes]]) -> st
     body.append("<h2>Verdicts</h2>")
     body.append(table(["arm", "n", "mean", "Δ", "interval (confidence)", "verdict", "p-values vs levels",
                        f"MDE at {design['looks'][-1]} seeds", "failed", "params"], _verdict_rows(summary)))
+    extra = parameter_differences(summary)
+    if extra:
+        body.append(f"<p><b>Parameters, as counted on the trials' models:</b> {esc('; '.join(extra))}.</p>")
     spread = summary["spread"]
     body.append(f"<p class=\"muted\">Paired spread σ<sub>d</sub> = {number(spread['sd'], 3)} {esc(m['unit'])} "
                 f"({esc(spread['source'])}). Each p-value is its look's nominal one-sided p; a verdict is taken "

@@ -18,3 +18,17 @@ def p_value(value: float) -> str:
 def compared_arms(summary: dict[str, Any]) -> list[tuple[str, dict]]:
     """The summary's arms other than the baseline, in file order."""
     return [(n, a) for n, a in summary["arms"].items() if a["verdict"] != "baseline"]
+
+
+def parameter_differences(summary: dict[str, Any]) -> list[str]:
+    """Per arm whose model differs in size from the baseline's: the difference, total and by component."""
+    base = summary["arms"].get(summary["baseline"], {}).get("parameter_counts") or {}
+    out = []
+    for name, arm in summary["arms"].items():
+        counts = arm.get("parameter_counts") or {}
+        if name == summary["baseline"] or not counts or not base or counts.get("total") == base.get("total"):
+            continue
+        parts = [f"{part} {counts.get(part, 0) - base.get(part, 0):+,}" for part in sorted(set(counts) | set(base))
+                 if part != "total" and counts.get(part, 0) != base.get(part, 0)]
+        out.append(f"`{name}` {counts['total'] - base['total']:+,} vs `{summary['baseline']}` ({', '.join(parts)})")
+    return out
