@@ -39,10 +39,8 @@ def render_mirror_views(record_path: str | Path, overrides: Sequence[str] = (), 
         ConfigError naming the record when it cannot be used (unreadable, no checkpoint, another model).
     """
     from reflect.config import load_train_config
-    from reflect.data import load_splits
     from reflect.data.mirror import head_point_world, mirror_camera
-    from reflect.lightning.module import AvatarModule
-    from reflect.training import build_flame, initial_points
+    from reflect.training import build_module, trial_splits
 
     record_path = Path(record_path)
     try:
@@ -56,11 +54,9 @@ def render_mirror_views(record_path: str | Path, overrides: Sequence[str] = (), 
     if not checkpoint.is_file():
         raise ConfigError(str(record_path), f"its checkpoint {checkpoint} does not exist on this machine")
     cfg = load_train_config(record["config"], overrides)
-    splits = load_splits(cfg.data, ["train", "val"], dynamic_offsets=bool(cfg.model.flame.model_path))
-    train_set, val = splits["train"], splits["val"]
-    flame = build_flame(cfg, train_set)
-    points, _ = initial_points(cfg, train_set, flame) if flame is None else (None, "")
-    module = AvatarModule(cfg, points, train_set.width, train_set.height, flame=flame)
+    splits = trial_splits(cfg, ["train", "val"])
+    val = splits["val"]
+    module, _ = build_module(cfg, splits)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
     missing, unexpected = module.load_state_dict(state, strict=False)
     if [k for k in missing if not k.startswith("lpips")] or unexpected:

@@ -109,6 +109,29 @@ def initial_points(cfg: TrainConfig, train_set: Any, flame: Any) -> tuple[Option
     return None, "ellipsoid"
 
 
+def trial_splits(cfg: TrainConfig, names: Sequence[str]) -> dict[str, Any]:
+    """The named splits as a trial of ``cfg`` reads them (dynamic offsets for the FLAME layer, the mirror
+    split's geometry)."""
+    return load_splits(cfg.data, names, dynamic_offsets=bool(cfg.model.flame.model_path),
+                       mirror_display_camera=cfg.eval.mirror_display_camera, mirror_eye_m=cfg.eval.mirror_eye_m)
+
+
+def build_module(cfg: TrainConfig, splits: dict[str, Any]) -> tuple[AvatarModule, str]:
+    """The Lightning module for ``cfg`` over ``splits`` (its ``train`` split sets the head model and start
+    points), and where the Gaussians start; the data's expression length is checked against the model's."""
+    from reflect.data.errors import DatasetError
+
+    train_set = splits["train"]
+    check_expression_length(cfg, train_set.expression_length())
+    for split, dataset in splits.items():  # the model reads the same inputs in evaluation as in training
+        if dataset.expression_length() != train_set.expression_length():
+            raise DatasetError(f"split '{split}' has {dataset.expression_length()} expression components, "
+                               f"'train' {train_set.expression_length()}: every split must come from one tracker run")
+    flame = build_flame(cfg, train_set)
+    points, initialisation = initial_points(cfg, train_set, flame)
+    return AvatarModule(cfg, points, train_set.width, train_set.height, flame=flame), initialisation
+
+
 def build_flame(cfg: TrainConfig, train_set: Any):
     """The FLAME skeleton for ``model.flame.model_path`` (the subject's canonical shape and static offset from
     ``canonical_flame_param.npz``), or None for the rigid head."""
@@ -144,19 +167,9 @@ def train(cfg: TrainConfig, workdir: str | Path, *, resume: bool = True, logger:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
-    splits = load_splits(cfg.data, ["train", *cfg.eval.splits], dynamic_offsets=bool(cfg.model.flame.model_path),
-                         mirror_display_camera=cfg.eval.mirror_display_camera, mirror_eye_m=cfg.eval.mirror_eye_m)
+    splits = trial_splits(cfg, ["train", *cfg.eval.splits])
     train_set = splits["train"]
-    check_expression_length(cfg, train_set.expression_length())
-    for split in cfg.eval.splits:  # the model reads the same inputs in evaluation as in training
-        if splits[split].expression_length() != train_set.expression_length():
-            from reflect.data.errors import DatasetError
-
-            raise DatasetError(f"split '{split}' has {splits[split].expression_length()} expression components, "
-                               f"'train' {train_set.expression_length()}: every split must come from one tracker run")
-    flame = build_flame(cfg, train_set)
-    points, initialisation = initial_points(cfg, train_set, flame)
-    module = AvatarModule(cfg, points, train_set.width, train_set.height, flame=flame)
+    module, initialisation = build_module(cfg, splits)
     datamodule = AvatarDataModule(cfg, {k: splits[k] for k in ["train", *cfg.eval.splits]},
                                   start_step=lambda: module.global_step)
 

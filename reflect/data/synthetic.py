@@ -40,7 +40,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -230,6 +230,56 @@ def session_name(session: int) -> str:
     return "synthetic" if session == 0 else f"synthetic{session + 1}"
 
 
+FLAME_FRAME_KEYS = ("expr", "jaw_pose", "eyes_pose", "neck_pose", "rotation", "translation")
+
+
+def session_sequence(cfg: SyntheticHeadConfig, session: int) -> dict[str, np.ndarray]:
+    """The session's FLAME sequence as its export stores it (the VHAP flavour moves part of each pose to the neck)."""
+    seq = make_sequence(cfg, session)
+    return split_neck_motion(seq) if cfg.flavour == "vhap" else seq
+
+
+def principal_point(cfg: SyntheticHeadConfig) -> tuple[float, float]:
+    """(cx, cy) in pixels from the top-left: off-centre for the VHAP flavour, the image centre otherwise."""
+    size = cfg.image_size
+    if cfg.flavour == "vhap":
+        return VHAP_PRINCIPAL_POINT[0] * size, VHAP_PRINCIPAL_POINT[1] * size
+    return size / 2.0, size / 2.0
+
+
+def val_timesteps(cfg: SyntheticHeadConfig) -> np.ndarray:
+    """The train timesteps the held-out frontal camera also sees (the val split's), evenly spaced."""
+    return np.unique(np.linspace(0, cfg.n_train_timesteps - 1, cfg.n_val_timesteps).round().astype(int))
+
+
+def write_flame_param(path: Path, seq: dict[str, np.ndarray], t: int) -> None:
+    """The npz of timestep ``t`` as tracked: its own parameters, or a far timestep's where the tracker failed."""
+    tracked = int(seq["tracked_as"][t])
+    _write_npz(path, {**{key: seq[key][tracked][None].astype(np.float32) for key in FLAME_FRAME_KEYS},
+                      "shape": np.zeros(300, dtype=np.float32)})
+
+
+def write_canonical_param(out: Path) -> None:
+    """``canonical_flame_param.npz``: the neutral pose and expression, zero shape."""
+    _write_npz(out / "canonical_flame_param.npz", {
+        "expr": np.zeros((1, N_EXPR), np.float32), "jaw_pose": np.zeros((1, 3), np.float32),
+        "eyes_pose": np.zeros((1, 6), np.float32), "neck_pose": np.zeros((1, 3), np.float32),
+        "rotation": np.zeros((1, 3), np.float32), "translation": np.zeros((1, 3), np.float32),
+        "shape": np.zeros(300, np.float32),
+    })
+
+
+def save_frame_image(out: Path, name: str, rgba: np.ndarray, vhap: bool) -> None:
+    """One rendered frame [H,W,4] uint8: RGBA in ``images/``, or (VHAP) RGB over white beside the matte."""
+    if vhap:  # as VHAP's exporter writes them
+        alpha = rgba[..., 3:].astype(np.float64) / 255.0
+        over_white = rgba[..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
+        Image.fromarray(np.round(over_white).astype(np.uint8), "RGB").save(out / "images" / name)
+        Image.fromarray(rgba[..., 3], "L").save(out / "fg_masks" / name)
+    else:
+        Image.fromarray(rgba, "RGBA").save(out / "images" / name)
+
+
 def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool = True, session: int = 0) -> Path:
     """Write one session of the synthetic head into out_dir (created) in GaussianAvatars' layout; returns out_dir.
 
@@ -250,13 +300,11 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
     (out / "flame_param").mkdir(exist_ok=True)
     (out / "regions").mkdir(exist_ok=True)
     size, ss = cfg.image_size, cfg.supersample
-    seq = make_sequence(cfg, session)
+    seq = session_sequence(cfg, session)
     vhap = cfg.flavour == "vhap"
-    if vhap:
-        seq = split_neck_motion(seq)
     c2ws, focal = make_cameras(cfg)
     head = ProceduralHead(cfg.seed)
-    cx, cy = (VHAP_PRINCIPAL_POINT[0] * size, VHAP_PRINCIPAL_POINT[1] * size) if vhap else (size / 2.0, size / 2.0)
+    cx, cy = principal_point(cfg)
     rays = [camera_rays(c2w, focal, size, ss, (cx, cy)) for c2w in c2ws]
     if vhap:
         (out / "fg_masks").mkdir(exist_ok=True)
@@ -264,34 +312,20 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
     n_train = cfg.n_train_timesteps
     train_ts = np.arange(n_train)
     test_ts = np.arange(n_train, n_train + cfg.n_test_timesteps)
-    val_ts = np.unique(np.linspace(0, n_train - 1, cfg.n_val_timesteps).round().astype(int))
+    val_ts = val_timesteps(cfg)
     splits = {
         "train": [(t, c) for t in train_ts for c in (0, 1)],
         "val": [(t, 2) for t in val_ts],
         "test": [(t, c) for t in test_ts for c in (0, 1)],
     }
     for t in range(n_train + cfg.n_test_timesteps):
-        tracked = int(seq["tracked_as"][t])  # t itself, or a far timestep where the tracker failed
-        _write_npz(out / "flame_param" / f"{t:05d}.npz", {
-            "expr": seq["expr"][tracked][None].astype(np.float32),
-            "jaw_pose": seq["jaw_pose"][tracked][None].astype(np.float32),
-            "eyes_pose": seq["eyes_pose"][tracked][None].astype(np.float32),
-            "neck_pose": seq["neck_pose"][tracked][None].astype(np.float32),
-            "rotation": seq["rotation"][tracked][None].astype(np.float32),
-            "translation": seq["translation"][tracked][None].astype(np.float32),
-            "shape": np.zeros(300, dtype=np.float32),
-        })
+        write_flame_param(out / "flame_param" / f"{t:05d}.npz", seq, t)
     if session:
         good = [t for t in range(n_train + cfg.n_test_timesteps) if seq["tracked_as"][t] == t]
         (out / SESSION_ALLOWLIST).write_text(
             "# timesteps whose FLAME tracking is right (the mis-tracked ones are left out)\n"
             + "".join(f"{t}\n" for t in good))
-    _write_npz(out / "canonical_flame_param.npz", {
-        "expr": np.zeros((1, N_EXPR), np.float32), "jaw_pose": np.zeros((1, 3), np.float32),
-        "eyes_pose": np.zeros((1, 6), np.float32), "neck_pose": np.zeros((1, 3), np.float32),
-        "rotation": np.zeros((1, 3), np.float32), "translation": np.zeros((1, 3), np.float32),
-        "shape": np.zeros(300, np.float32),
-    })
+    write_canonical_param(out)
     if not vhap:  # VHAP's exporter writes no point cloud
         write_ply_points(out / "points3d.ply", _surface_points(10000, cfg.seed))
 
@@ -308,14 +342,7 @@ def generate_synthetic_head(cfg: Any, out_dir: str | os.PathLike, progress: bool
             ts = np.array([t for t, _ in chunk])
             rgba, wrinkles = render_frames(head, seq, ts, np.array([c for _, c in chunk]), rays, size, ss, look)
             for (t, c), img, region in zip(chunk, rgba, wrinkles):
-                if vhap:  # RGB over white beside the matte, as VHAP's exporter writes them
-                    alpha = img[..., 3:].astype(np.float64) / 255.0
-                    over_white = img[..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
-                    Image.fromarray(np.round(over_white).astype(np.uint8), "RGB").save(
-                        out / "images" / f"{t:05d}_{c:02d}.png")
-                    Image.fromarray(img[..., 3], "L").save(out / "fg_masks" / f"{t:05d}_{c:02d}.png")
-                else:
-                    Image.fromarray(img, "RGBA").save(out / "images" / f"{t:05d}_{c:02d}.png")
+                save_frame_image(out, f"{t:05d}_{c:02d}.png", img, vhap)
                 Image.fromarray(region, "L").save(out / "regions" / f"{t:05d}_{c:02d}_wrinkles.png")
             bar.advance(task, len(chunk))
 
@@ -354,19 +381,25 @@ def cache_dir() -> Path:
 
 
 def ensure_synthetic_head(cfg: Any, session: int = 0) -> Path:
-    """The cached synthetic head (one session of it) for cfg, generated on first use.
+    """The cached synthetic head (one session of it) for cfg, generated on first use (``cached_dataset``)."""
+    return cached_dataset(f"synthetic_head-{config_key(cfg, session)}",
+                          lambda tmp: generate_synthetic_head(cfg, tmp, session=session))
+
+
+def cached_dataset(name: str, generate: Callable[[Path], Any]) -> Path:
+    """``<cache_dir>/<name>``, made by ``generate(folder)`` on first use.
 
     Generation writes into a temporary sibling folder renamed into place at the end, so an interrupted run
     never leaves half a dataset, and a process that loses the race to another simply uses the winner's copy.
     """
     root = cache_dir()
-    target = root / f"synthetic_head-{config_key(cfg, session)}"
+    target = root / name
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
     try:
-        generate_synthetic_head(cfg, tmp, session=session)
+        generate(tmp)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -9,16 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from reflect.data.synthetic import (N_EXPR, VHAP_PRINCIPAL_POINT, _as_config, _write_npz, cache_dir, config_key,
-                                    make_cameras, make_sequence, split_neck_motion)
+from reflect.data.synthetic import (_as_config, cached_dataset, config_key, make_cameras, principal_point,
+                                    save_frame_image, session_sequence, val_timesteps, write_canonical_param,
+                                    write_flame_param)
+from reflect.data.layout import GL_TO_CV
 from reflect.data.synthetic_render import SESSION_LOOKS, ProceduralHead, camera_rays, render_frames
 
 def mirror_key(cfg: Any, session: int, display_camera: int, eye_head: tuple[float, float, float]) -> str:
@@ -53,38 +52,25 @@ def generate_mirror_views(cfg: Any, out_dir: str | os.PathLike, session: int = 0
     (out / "flame_param").mkdir(exist_ok=True)
     look = SESSION_LOOKS[session]
     vhap = cfg.flavour == "vhap"
-    seq = make_sequence(cfg, session)
     if vhap:
-        seq = split_neck_motion(seq)
         (out / "fg_masks").mkdir(exist_ok=True)
+    seq = session_sequence(cfg, session)
     size, ss = cfg.image_size, cfg.supersample
     c2ws, focal = make_cameras(cfg)
-    cx, cy = (VHAP_PRINCIPAL_POINT[0] * size, VHAP_PRINCIPAL_POINT[1] * size) if vhap else (size / 2.0, size / 2.0)
-    display_c2w_cv = c2ws[display_camera] @ np.diag([1.0, -1.0, -1.0, 1.0])
-    display_w2c = np.linalg.inv(display_c2w_cv)
+    cx, cy = principal_point(cfg)
+    display_w2c = np.linalg.inv(c2ws[display_camera] @ GL_TO_CV)
     K = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
-    timesteps = np.unique(np.linspace(0, cfg.n_train_timesteps - 1, cfg.n_val_timesteps).round().astype(int))
     head = ProceduralHead(cfg.seed)
     frames = []
-    for t in timesteps:
-        tracked = int(seq["tracked_as"][t])
+    for t in val_timesteps(cfg):
         eye = head_point_world(eye_head, seq["rotation"][t], seq["neck_pose"][t], seq["translation"][t])
         viewmat, mirror_K = mirror_camera(display_w2c, K, eye)
-        c2w_gl = np.linalg.inv(viewmat) @ np.diag([1.0, -1.0, -1.0, 1.0])
+        c2w_gl = np.linalg.inv(viewmat) @ GL_TO_CV  # the flip is its own inverse: OpenCV <-> OpenGL axes
         rays = [camera_rays(c2w_gl, mirror_K[0, 0], size, ss, (cx, cy))]
         rgba, _ = render_frames(head, seq, np.array([t]), np.array([0]), rays, size, ss, look)
         name = f"{t:05d}_{MIRROR_CAMERA_INDEX:02d}.png"
-        if vhap:
-            alpha = rgba[0, ..., 3:].astype(np.float64) / 255.0
-            over_white = rgba[0, ..., :3].astype(np.float64) * alpha + 255.0 * (1.0 - alpha)
-            Image.fromarray(np.round(over_white).astype(np.uint8), "RGB").save(out / "images" / name)
-            Image.fromarray(rgba[0, ..., 3], "L").save(out / "fg_masks" / name)
-        else:
-            Image.fromarray(rgba[0], "RGBA").save(out / "images" / name)
-        _write_npz(out / "flame_param" / f"{t:05d}.npz", {
-            key: seq[key][tracked][None].astype(np.float32)
-            for key in ("expr", "jaw_pose", "eyes_pose", "neck_pose", "rotation", "translation")
-        } | {"shape": np.zeros(300, dtype=np.float32)})
+        save_frame_image(out, name, rgba[0], vhap)
+        write_flame_param(out / "flame_param" / f"{t:05d}.npz", seq, int(t))
         frames.append({
             "timestep_index": int(t), "camera_index": MIRROR_CAMERA_INDEX, "camera_id": f"mirror{display_camera}",
             "cx": cx, "cy": size - cy if vhap else cy, "fl_x": float(mirror_K[0, 0]), "fl_y": float(mirror_K[1, 1]),
@@ -92,12 +78,7 @@ def generate_mirror_views(cfg: Any, out_dir: str | os.PathLike, session: int = 0
             "flame_param_path": f"flame_param/{t:05d}.npz",
             **({"fg_mask_path": f"fg_masks/{name}"} if vhap else {}),
         })
-    _write_npz(out / "canonical_flame_param.npz", {
-        "expr": np.zeros((1, N_EXPR), np.float32), "jaw_pose": np.zeros((1, 3), np.float32),
-        "eyes_pose": np.zeros((1, 6), np.float32), "neck_pose": np.zeros((1, 3), np.float32),
-        "rotation": np.zeros((1, 3), np.float32), "translation": np.zeros((1, 3), np.float32),
-        "shape": np.zeros(300, np.float32),
-    })
+    write_canonical_param(out)
     (out / "transforms_mirror.json").write_text(json.dumps({
         "mirror": {"display_camera": display_camera, "eye_head": list(eye_head)}, "frames": frames}, indent=2))
     return out
@@ -106,20 +87,5 @@ def generate_mirror_views(cfg: Any, out_dir: str | os.PathLike, session: int = 0
 def ensure_mirror_views(cfg: Any, session: int = 0, display_camera: int = 2,
                         eye_head: tuple[float, float, float] = (0.0, 0.022, 0.072)) -> Path:
     """The cached mirror-view ground truth of one session (generated on first use, atomically like the head)."""
-    root = cache_dir()
-    target = root / f"synthetic_mirror-{mirror_key(cfg, session, display_camera, eye_head)}"
-    if target.is_dir():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
-    try:
-        generate_mirror_views(cfg, tmp, session, display_camera, eye_head)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return cached_dataset(f"synthetic_mirror-{mirror_key(cfg, session, display_camera, eye_head)}",
+                          lambda tmp: generate_mirror_views(cfg, tmp, session, display_camera, eye_head))
