@@ -32,10 +32,12 @@ MAX_FRAMES = 64
 CARVE_FRACTION = 0.1  # a voxel on background in more than this share of the frames that see it is carved
 
 
-def _rotation(axis_angle: torch.Tensor) -> torch.Tensor:
-    from reflect.model.deform import axis_angle_to_matrix
+def _head_rotation(rotation: torch.Tensor, neck_pose: torch.Tensor) -> torch.Tensor:
+    """R(rotation) R(neck_pose) [3,3], the rigid head model's pose (the data's own axis-angle conversion)."""
+    from reflect.data.synthetic_render import axis_angle_to_matrix
 
-    return axis_angle_to_matrix(axis_angle[None])[0]
+    rot = axis_angle_to_matrix(rotation.double().numpy()) @ axis_angle_to_matrix(neck_pose.double().numpy())
+    return torch.as_tensor(rot, dtype=torch.float32)
 
 
 def visual_hull_points(dataset: Any, n: int = 10000, seed: int = 0) -> Optional[np.ndarray]:
@@ -60,7 +62,7 @@ def visual_hull_points(dataset: Any, n: int = 10000, seed: int = 0) -> Optional[
         alpha = item["alpha"][0]  # [H,W]
         if bool((alpha < 0.5).any()):
             any_matte = True
-        rot = _rotation(item["rotation"]) @ _rotation(item["neck_pose"])
+        rot = _head_rotation(item["rotation"], item["neck_pose"])
         world = grid @ rot.T + item["translation"]
         viewmat, K = item["viewmat"], item["K"]
         cam = world @ viewmat[:3, :3].T + viewmat[:3, 3]
