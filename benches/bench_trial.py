@@ -114,7 +114,9 @@ class Profile:
         latents = leaf(m.latents)
         self.record("  compositing (fwd+bwd)", timed(fwd_bwd(
             lambda: [t for c in comp_inputs for t in compositor(c[0], c[1], c[2], latents, c[3], c[4], w, h)])))
-        feats = leaf(torch.rand(batch["expr"].shape[0], m.latents.shape[1] + 1, h, w))
+        # [B, H, W, C] permuted, as the avatar hands the rasterizer's output to the decoder: channels-last,
+        # the layout oneDNN's convs are fastest in (a contiguous input would time a slower decoder)
+        feats = leaf(torch.rand(batch["expr"].shape[0], h, w, m.latents.shape[1] + 1).permute(0, 3, 1, 2))
         e = self.cfg.model.decoder.expr_dims
         code = torch.cat([batch["expr"][:, :e], batch["jaw_pose"]], dim=-1)
         assert code.shape[-1] == conditioning_dims(self.cfg.model.decoder)

@@ -7,6 +7,11 @@ same command resumes: complete trials are never redone.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # the CLI process: its heavy imports without the cyclic GC (reflect.startup)
+    from reflect.startup import pause_gc
+
+    pause_gc()
+
 import argparse
 import sys
 import time
@@ -257,6 +262,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from reflect.ablation.runner import RunOptions, run_ablation, store_for
         from reflect.reports.ablation import write_ablation_report
         from reflect.reports.console import print_outcome
+        from reflect.startup import freeze_imports
+
+        freeze_imports()
 
         opts = RunOptions(path=args.file, overrides=tuple(args.overrides), seeds=parse_seeds(args.seeds),
                           profile=args.profile, storage=args.storage, runs_dir=args.runs_dir,

@@ -12,6 +12,11 @@ Overrides change the trial's recorded config, for a machine where the data lives
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # the CLI process: its heavy imports without the cyclic GC (reflect.startup)
+    from reflect.startup import pause_gc
+
+    pause_gc()
+
 import argparse
 import json
 from pathlib import Path
@@ -22,6 +27,7 @@ import torch
 
 from reflect.cli_errors import exit_on_user_error
 from reflect.config_loading import ConfigError
+from reflect.startup import freeze_imports
 
 
 def render_mirror_views(record_path: str | Path, overrides: Sequence[str] = (), out: Optional[str | Path] = None,
@@ -105,6 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", help="where the PNGs go (default: <trial work folder>/mirror)")
     p.add_argument("--frames", type=int, default=8, help="how many held-out frames (default 8)")
     args = p.parse_intermixed_args(argv)  # options and key=value in any order (cpython#59317)
+    freeze_imports()
     with exit_on_user_error("reflect.mirror"):
         written = render_mirror_views(args.record, tuple(args.overrides), args.out, args.frames)
         print(f"rendered {len(written)} mirror views to {written[0].parent if written else args.out} "

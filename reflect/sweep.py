@@ -7,6 +7,11 @@ retraining them. ``--export-wandb OUT.yaml`` writes the equivalent W&B sweep.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # the CLI process: its heavy imports without the cyclic GC (reflect.startup)
+    from reflect.startup import pause_gc
+
+    pause_gc()
+
 import argparse
 import copy
 import dataclasses
@@ -29,6 +34,7 @@ from reflect.ablation.spec import DecisionSpec, MetricSpec
 from reflect.cli_errors import exit_on_user_error
 from reflect.config import PROFILES, load_train_config
 from reflect.config_loading import ConfigError, merge_into_schema, read_yaml_mapping
+from reflect.startup import freeze_imports
 
 console = Console()
 SAMPLERS = ("tpe", "random", "grid", "cmaes")
@@ -205,6 +211,17 @@ class StepPruningCallback(Callback):
             raise optuna.TrialPruned(f"{self.monitor}={value:.3f} at step {trainer.global_step}")
 
 
+def _spawned_worker(*args: Any) -> None:
+    """A worker process's entry: ``worker``, after the training stack is imported without the cyclic GC."""
+    from reflect.startup import freeze_imports, pause_gc
+
+    pause_gc()
+    import reflect.ablation.execute  # noqa: F401 - the training stack (Lightning, W&B, the render kernels)
+
+    freeze_imports()
+    worker(*args)
+
+
 def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], runs_dir: str, n_trials: int,
            threads: Optional[int] = None, worker_index: int = 0, profile: Optional[str] = None) -> None:
     """Run trials of the sweep's study until it holds ``n_trials`` (complete, pruned or running), study-wide:
@@ -370,6 +387,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    freeze_imports()
     with exit_on_user_error("reflect.sweep"):
         spec, (base, _, _) = load_sweep(args.file, tuple(args.overrides), args.profile)
         if args.export_wandb:
@@ -392,7 +410,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             ctx = mp.get_context("spawn")
             threads = max(1, (os.cpu_count() or 1) // args.workers)
-            procs = [ctx.Process(target=worker, args=(args.file, tuple(args.overrides), args.storage, args.runs_dir,
+            procs = [ctx.Process(target=_spawned_worker, args=(args.file, tuple(args.overrides), args.storage, args.runs_dir,
                                                       spec.n_trials, threads, index, args.profile))
                      for index in range(args.workers)]
             from reflect.ablation.runner import worker_threads_env

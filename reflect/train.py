@@ -6,6 +6,11 @@ With no CONFIG it trains the quick profile on the embedded synthetic head;
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # the CLI process: its heavy imports without the cyclic GC (reflect.startup)
+    from reflect.startup import pause_gc
+
+    pause_gc()
+
 import argparse
 import json
 import sys
@@ -38,7 +43,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if overrides and "=" not in overrides[0]:
         source = overrides.pop(0)
     with exit_on_user_error("reflect.train"):
+        from reflect.startup import freeze_imports
         from reflect.training import train
+
+        freeze_imports()
 
         cfg = load_train_config(source, overrides)
         chash = config_hash(cfg)

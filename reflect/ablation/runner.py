@@ -77,9 +77,15 @@ def worker_loop(opts: RunOptions) -> int:
 
 
 def _worker_entry(opts: RunOptions) -> None:
+    from reflect.startup import freeze_imports, pause_gc
+
+    pause_gc()
     os.environ.setdefault("WANDB_SILENT", "true")
     if opts.gpu is not None:  # before anything initialises CUDA: this worker sees only its GPU (as cuda:0)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
+    import reflect.training  # noqa: F401 - the training stack (Lightning, W&B), imported without the cyclic GC
+
+    freeze_imports()
     worker_loop(opts)
 
 
