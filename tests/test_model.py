@@ -118,3 +118,36 @@ def test_the_rigid_head_composes_rotation_and_neck_pose():
     assert torch.allclose(by_neck["means"][0, :, 2], -still["means"][0, :, 0], atol=1e-5)
     both = model.deformed_gaussians({**base, "rotation": yaw, "neck_pose": yaw})
     assert torch.allclose(both["means"][0, :, 0], -still["means"][0, :, 0], atol=1e-5)  # half a turn in all
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_the_rigid_head_rendered_through_its_camera_matches_the_world_space_render(backend):
+    """forward renders head-space Gaussians with viewmat @ pose: the image and the gradients of the world render."""
+    from reflect.config import load_train_config
+    from reflect.data import load_splits
+    from reflect.lightning.datamodule import AvatarDataModule
+    from reflect.model.avatar import GaussianAvatar
+    from reflect.render import numba_available, rasterization
+
+    if backend == "numba" and not numba_available():
+        pytest.skip("numba is not installed")
+    cfg = load_train_config("quick", ["model.gaussians.num_gaussians=400", f"render.backend={backend}"])
+    splits = load_splits(cfg.data, ["train"])
+    batch = next(iter(AvatarDataModule(cfg, splits, start_step=lambda: 0).train_dataloader()))
+    torch.manual_seed(0)
+    model = GaussianAvatar(cfg.model, splits["train"].init_points(), background=(1.0, 1.0, 1.0), render_backend=backend)
+    torch.nn.init.normal_(model.deform.head.weight, std=0.05)  # a deformation that moves and turns the Gaussians
+    w, h = splits["train"].width, splits["train"].height
+    posed = model.posed_gaussians(batch)
+    assert posed["pose"] is not None and posed["pose"].shape == (2, 4, 4)
+    world = model.deformed_gaussians(batch)
+    renders = {}
+    for name, gs, views in [("posed", posed, batch["viewmat"] @ posed["pose"]), ("world", world, batch["viewmat"])]:
+        model.zero_grad()
+        colors, alpha, _ = rasterization(gs["means"][0], gs["quats"][0], gs["scales"][0], gs["opacities"],
+                                         model.latents, views[:1], batch["K"][:1], w, h, backend=backend)
+        (colors.square().sum() + alpha.sum()).backward()
+        renders[name] = (colors.detach(), alpha.detach(), model.means.grad.clone(), model.deform.head.weight.grad.clone())
+    for got, want in zip(renders["posed"], renders["world"]):
+        assert want.abs().max() > 0
+        torch.testing.assert_close(got, want, atol=2e-5 * float(want.abs().max()), rtol=1e-4)
