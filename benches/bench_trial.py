@@ -13,13 +13,21 @@ share of the bare step:
 - the harness: a short Lightning run (no evaluation or checkpoint inside it) per step, minus the
   bare step: Lightning's loop, logging and the data loader.
 
+- per process (skip with ``--no-startup``): what every ``python -m reflect.train`` and every worker pays
+  once, each in a fresh interpreter: importing the training stack with the collector paused as the CLIs
+  do (``reflect.startup``) and as a plain import, the interpreter's start and exit around a plain import,
+  W&B's offline ``init`` + ``finish``, and the render kernels' first call (numba loads its cached machine
+  code) against their second.
+
 Stages alone do not add up to the bare step exactly (caches, allocator, autograd bookkeeping);
 the row "rest of the step" is the difference. The last column is the ratio torch / first backend.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -166,12 +174,70 @@ class Profile:
         self.times["Lightning run, per step"] = [result.wall_time_s * 1e3 / steps]
 
 
+STARTUP_PROBE = r"""
+import json, sys, tempfile, time
+start = time.perf_counter()
+if sys.argv[1] == "paused":
+    from reflect.startup import freeze_imports, pause_gc
+    pause_gc()
+import reflect.training, reflect.tracking, wandb  # noqa: E401,F401 - what a CLI run or a worker imports
+if sys.argv[1] == "paused":
+    freeze_imports()
+out = {"imports": time.perf_counter() - start}
+if sys.argv[2] == "all":
+    import torch
+    from reflect.render import rasterization
+    torch.set_num_threads(int(sys.argv[3]))
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        run = wandb.init(mode="offline", dir=tmp, project="bench", settings=wandb.Settings(silent=True))
+        run.finish()
+        out["wandb"] = time.perf_counter() - t
+    gen = torch.Generator().manual_seed(0)
+    n = 3000
+    means = torch.randn(n, 3, generator=gen) * 0.05 + torch.tensor([0.0, 0.0, 1.0])
+    args = (means, torch.randn(n, 4, generator=gen), torch.rand(n, 3, generator=gen) * 0.01,
+            torch.rand(n, generator=gen), torch.rand(n, 16, generator=gen), torch.eye(4)[None],
+            torch.tensor([[[60.0, 0, 32], [0, 60, 32], [0, 0, 1]]]), 64, 64)
+    for key in ("first", "second"):
+        t = time.perf_counter()
+        rasterization(*args, backend=None)
+        out[key] = time.perf_counter() - t
+print(json.dumps(out), flush=True)
+"""
+
+
+def startup_costs(threads: int, rounds: int = 3) -> Dict[str, List[float]]:
+    """Per-process fixed costs (ms), each in fresh interpreters, ``rounds`` times, the two import modes interleaved."""
+    root = Path(__file__).resolve().parents[1]
+    times: Dict[str, List[float]] = {}
+    for _ in range(rounds):
+        for mode, what in (("paused", "all"), ("plain", "imports")):
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, mode, what, str(threads)], cwd=root,
+                                  capture_output=True, text=True, check=True)
+            process = time.perf_counter() - start
+            inside = json.loads(done.stdout.strip().splitlines()[-1])
+            label = "collector paused (CLIs)" if mode == "paused" else "plain"
+            times.setdefault(f"import the training stack, {label}", []).append(inside["imports"] * 1e3)
+            if what == "imports":  # start-up and exit: the process's wall time beyond what it measured inside
+                times.setdefault("  start + exit of that plain process", []).append((process - inside["imports"]) * 1e3)
+            else:
+                times.setdefault("  start + exit, collector paused", []).append(
+                    (process - sum(inside.values())) * 1e3)
+                times.setdefault("W&B offline init + finish", []).append(inside["wandb"] * 1e3)
+                times.setdefault("render kernels, first call", []).append(inside["first"] * 1e3)
+                times.setdefault("  their second call", []).append(inside["second"] * 1e3)
+    return times
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per backend (after 5 warm-up steps)")
     parser.add_argument("--harness-steps", type=int, default=60, help="steps of the short Lightning run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-startup", action="store_true", help="skip the per-process fixed costs")
     parser.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b != "gsplat"],
                         default=[b for b in ("numba", "torch") if b != "numba" or numba_available()])
     args = parser.parse_args(argv)
@@ -212,6 +278,14 @@ def main(argv: Optional[List[str]] = None) -> None:
             ratio = medians[-1][key] / medians[0][key] if medians[0][key] > 0 else float("nan")
             line += f" | {ratio:>11.2f}x"
         print(line)
+    if not args.no_startup:
+        print(f"\nper process, fresh interpreters, median of 3 (ms; {args.threads} threads)")
+        costs = startup_costs(args.threads)
+        order = ["import the training stack, collector paused (CLIs)", "  start + exit, collector paused",
+                 "import the training stack, plain", "  start + exit of that plain process",
+                 "W&B offline init + finish", "render kernels, first call", "  their second call"]
+        for key in order:
+            print(f"{key:<52} | {statistics.median(costs[key]):>8.1f}")
 
 
 if __name__ == "__main__":
