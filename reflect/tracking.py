@@ -31,6 +31,28 @@ def resolve_wandb_mode(cfg: TrackingConfig) -> str:
     return "offline"
 
 
+def start_service_in_background() -> None:
+    """Start W&B's service process now, from a thread, so that it comes up while this process goes on.
+
+    The first ``wandb.init`` of a process waits for the service to start: 0.40 s of a fresh process's first
+    offline init, 0.05 s for later ones (measured). Started here, it comes up while the caller imports
+    Lightning and loads the data. ``ensure_service`` is lock-protected, so a ``wandb.init`` that comes first
+    waits for it; on a wandb without it, or if it fails, ``wandb.init`` starts the service (and reports any
+    problem) as it always did.
+    """
+    import threading
+
+    import wandb
+
+    def start() -> None:
+        try:
+            wandb.setup().ensure_service()
+        except Exception:  # noqa: BLE001 - wandb.init starts the service itself and reports what is wrong
+            pass
+
+    threading.Thread(target=start, name="wandb-service-start", daemon=True).start()
+
+
 def make_wandb_logger(cfg: TrackingConfig, *, name: str, save_dir: Path, config: dict[str, Any],
                       group: Optional[str] = None, job_type: Optional[str] = None,
                       tags: Sequence[str] = (), run_id: Optional[str] = None, resuming: bool = False):
@@ -52,12 +74,14 @@ def make_wandb_logger(cfg: TrackingConfig, *, name: str, save_dir: Path, config:
     mode = resolve_wandb_mode(cfg)
     if mode == "disabled":
         return None
+    if mode == "offline":
+        os.environ.setdefault("WANDB_SILENT", "true")  # no "anonymous"/sync chatter for local runs
+    start_service_in_background()
     from pytorch_lightning.loggers import WandbLogger
 
     save_dir.mkdir(parents=True, exist_ok=True)
     resume: Optional[str] = "allow"
     if mode == "offline":
-        os.environ.setdefault("WANDB_SILENT", "true")  # no "anonymous"/sync chatter for local runs
         if resuming and run_id:
             import time
 

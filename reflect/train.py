@@ -43,11 +43,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if overrides and "=" not in overrides[0]:
         source = overrides.pop(0)
     with exit_on_user_error("reflect.train"):
-        from reflect.startup import freeze_imports
-        from reflect.training import train
-
-        freeze_imports()
-
         cfg = load_train_config(source, overrides)
         chash = config_hash(cfg)
         workdir = Path(cfg.output_dir) / f"{chash}-s{cfg.seed}"
@@ -55,6 +50,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                    config=to_plain_dict(cfg), job_type="train", tags=[cfg.profile],
                                    run_id=f"train-{chash}-s{cfg.seed}",
                                    resuming=not args.no_resume and (workdir / "checkpoints" / "last.ckpt").is_file())
+        # after the logger: W&B's service starts in the background while Lightning imports
+        from reflect.startup import freeze_imports
+        from reflect.training import train
+
+        freeze_imports()
         result = train(cfg, workdir, resume=not args.no_resume, logger=logger)
         final = result.eval_history[-1]
         (workdir / "metrics.json").write_text(json.dumps(
