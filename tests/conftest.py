@@ -1,11 +1,15 @@
 """Shared test setup: tiny configs, an isolated dataset cache, W&B never online."""
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
 # Before anything imports wandb or generates data: tests never touch the network or ~/.cache.
-os.environ.setdefault("REFLECT_CACHE_DIR", tempfile.mkdtemp(prefix="reflect-test-cache-"))
+if "REFLECT_CACHE_DIR" not in os.environ:  # one cache per test session, removed when the session ends
+    os.environ["REFLECT_CACHE_DIR"] = tempfile.mkdtemp(prefix="reflect-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["REFLECT_CACHE_DIR"], ignore_errors=True)
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
