@@ -99,9 +99,10 @@ class Profile:
         self.record("bare step", timed(bare))
         self.record("  Adam", timed(self.opt.step))  # grads from the bare step are still there
 
-        gs = m.deformed_gaussians(batch)
+        gs = m.posed_gaussians(batch)  # what forward renders: head-space Gaussians, the head pose in the camera
         self.record("  deform + pose (fwd+bwd)", timed(fwd_bwd(
-            lambda: [v for k, v in m.deformed_gaussians(batch).items() if k != "rot"])))
+            lambda: [v for k, v in m.posed_gaussians(batch).items() if k not in ("rot", "pose")])))
+        viewmats = batch["viewmat"] if gs["pose"] is None else batch["viewmat"] @ gs["pose"]
         projector, compositor = backend_stages(self.backend)
         s = self.cfg.model.decoder.sr_scale
         w, h = self.width // s, self.height // s
@@ -109,7 +110,7 @@ class Profile:
         ks[:, :2, :] /= s
         frames = range(batch["expr"].shape[0])
         inputs = [(leaf(gs["means"][i]), leaf(gs["quats"][i]), leaf(gs["scales"][i]), leaf(gs["opacities"]),
-                   batch["viewmat"][i: i + 1], ks[i: i + 1]) for i in frames]
+                   viewmats[i: i + 1], ks[i: i + 1]) for i in frames]
 
         def project(i: int):  # noqa: ANN202
             mean, quat, scale, opac, view, K = inputs[i]
