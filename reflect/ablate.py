@@ -7,7 +7,7 @@ same command resumes: complete trials are never redone.
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # the CLI process: its heavy imports without the cyclic GC (reflect.startup)
+if __name__ in ("__main__", "__mp_main__"):  # the CLI and its spawned workers: imports without the cyclic GC
     from reflect.startup import pause_gc
 
     pause_gc()
@@ -308,4 +308,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:  # the collector resumes on every way out (reflect.startup)
+        from reflect.startup import freeze_imports
+
+        freeze_imports()

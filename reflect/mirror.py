@@ -111,6 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", help="where the PNGs go (default: <trial work folder>/mirror)")
     p.add_argument("--frames", type=int, default=8, help="how many held-out frames (default 8)")
     args = p.parse_intermixed_args(argv)  # options and key=value in any order (cpython#59317)
+    import reflect.training  # noqa: F401 - the training stack, imported before the collector resumes
+
     freeze_imports()
     with exit_on_user_error("reflect.mirror"):
         written = render_mirror_views(args.record, tuple(args.overrides), args.out, args.frames)
@@ -122,4 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    finally:  # the collector resumes on every way out (reflect.startup)
+        freeze_imports()

@@ -7,7 +7,7 @@ retraining them. ``--export-wandb OUT.yaml`` writes the equivalent W&B sweep.
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # the CLI process: its heavy imports without the cyclic GC (reflect.startup)
+if __name__ in ("__main__", "__mp_main__"):  # the CLI and its spawned workers: imports without the cyclic GC
     from reflect.startup import pause_gc
 
     pause_gc()
@@ -438,4 +438,7 @@ def print_sweep_results(spec: SweepSpec, runs_dir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:  # the collector resumes on every way out (reflect.startup)
+        freeze_imports()

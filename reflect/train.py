@@ -49,7 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger = make_wandb_logger(cfg.tracking, name=f"train-{chash}-s{cfg.seed}", save_dir=workdir,
                                    config=to_plain_dict(cfg), job_type="train", tags=[cfg.profile],
                                    run_id=f"train-{chash}-s{cfg.seed}",
-                                   resuming=not args.no_resume and (workdir / "checkpoints" / "last.ckpt").is_file())
+                                   resuming=not args.no_resume and (workdir / "checkpoints" / "last.ckpt").is_file(),
+                                   start_service=True)
         # after the logger: W&B's service starts in the background while Lightning imports
         from reflect.startup import freeze_imports
         from reflect.training import train
@@ -82,4 +83,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:  # the collector resumes on every way out (reflect.startup)
+        from reflect.startup import freeze_imports
+
+        freeze_imports()

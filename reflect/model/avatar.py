@@ -153,7 +153,7 @@ class GaussianAvatar(nn.Module):
         ``pose`` [B,4,4] maps that space into the world, or is None when it is the world. The rigid head's
         Gaussians stay in head space and its pose goes into the camera (``forward`` renders them with
         viewmat @ pose): the same camera-space Gaussians up to float rounding, without transforming N means
-        and quaternions per frame forward and backward (0.4 ms of a ~21 ms quick-profile step, measured).
+        and quaternions per frame forward and backward (0.4 ms a quick-profile step, measured).
         """
         b = batch["expr"].shape[0]
         means = self.means[None].expand(b, -1, -1)
