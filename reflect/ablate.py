@@ -38,7 +38,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--seeds", help="seeds to run instead of the file's: a count (3) or a list (0,1,2)")
     p.add_argument("--storage", help="Optuna storage: a journal file path or a database URL "
                                      "(default: runs/<ablation>/optuna.journal)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes on the same study")
+    p.add_argument("--workers", default="auto", type=parse_workers,
+                   help="local worker processes on the same study: a number, or auto (the default): one per CPU core "
+                        "up to 4 on a machine without CUDA, one per --gpus entry, else 1")
     p.add_argument("--gpus", help="GPUs for the local workers, e.g. 0,1,2,3 (worker i gets GPU i mod N; physical "
                                   "indices: they replace CUDA_VISIBLE_DEVICES)")
     p.add_argument("--runs-dir", default="runs", help="results store root (default: runs)")
@@ -53,6 +55,19 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     # intermixed: options and key=value overrides in any order (plain parse_args rejects overrides after an
     # option on Python < 3.12, cpython#59317)
     return p.parse_intermixed_args(argv)
+
+
+def parse_workers(text: str) -> Optional[int]:
+    """``--workers``: a positive count, or ``auto`` (None: ``machine.auto_workers`` decides)."""
+    if text == "auto":
+        return None
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or auto, got {text!r}") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or auto), got {workers}")
+    return workers
 
 
 def parse_seeds(text: Optional[str]) -> Optional[tuple[int, ...]]:
@@ -258,7 +273,7 @@ def mirror_summary(summary: dict, ablation, store) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     with exit_on_user_error("reflect.ablate"):
-        from reflect.ablation.machine import machine_problems
+        from reflect.ablation.machine import auto_workers, machine_problems
         from reflect.ablation.runner import RunOptions, run_ablation, store_for
         from reflect.reports.ablation import write_ablation_report
         from reflect.reports.console import print_outcome
@@ -271,9 +286,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           gpus=tuple(g for g in args.gpus.split(",") if g) if args.gpus else None)
         if args.rerun and args.retry_failed:
             console.print("[red]--rerun retrains every trial; --retry-failed only the failed ones: give one[/]")
-            return 2
-        if args.workers < 1:
-            console.print(f"[red]--workers must be >= 1, got {args.workers}[/]")
             return 2
         ablation = opts.load()
         store = store_for(ablation, args.runs_dir)
@@ -295,11 +307,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if problems:
             print_machine_problems(problems)
             return 2
-        if opts.gpus and len(opts.gpus) > args.workers:
-            console.print(f"[yellow]--gpus lists {len(opts.gpus)} GPUs for {args.workers} worker(s): GPUs "
-                          f"{', '.join(opts.gpus[args.workers:])} stay idle (use --workers {len(opts.gpus)})[/]")
+        workers = args.workers
+        if workers is None:
+            workers, why = auto_workers(opts.gpus)
+            console.print(f"local workers: {workers} (--workers auto: {why})")
+        if opts.gpus and len(opts.gpus) > workers:
+            console.print(f"[yellow]--gpus lists {len(opts.gpus)} GPUs for {workers} worker(s): GPUs "
+                          f"{', '.join(opts.gpus[workers:])} stay idle (use --workers {len(opts.gpus)})[/]")
         live = Live(LiveStatus(ablation, store), console=console, refresh_per_second=2, transient=False)
-        run_ablation(opts, workers=args.workers, display=live, retry_failed=args.retry_failed, rerun=args.rerun)
+        run_ablation(opts, workers=workers, display=live, retry_failed=args.retry_failed, rerun=args.rerun)
         summary = write_ablation_report(ablation, store, args.reports_dir)
         outcome = print_outcome(summary, Path(args.reports_dir) / ablation.name)
         mirror_summary(summary, ablation, store)

@@ -146,7 +146,8 @@ def test_diverging_arm_fails_while_others_complete(tmp_path):
 def test_kill_after_first_trial_then_rerun_keeps_it(tmp_path):
     path = write_ablation(tmp_path, "kill_abl")
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "reflect.ablate", str(path), *TINY, "--runs-dir", str(runs),
+    # one process (no spawned workers): SIGKILL stops all the training there is
+    cmd = [sys.executable, "-m", "reflect.ablate", str(path), *TINY, "--runs-dir", str(runs), "--workers", "1",
            "--reports-dir", str(tmp_path / "reports")]
     err = tmp_path / "first_run.stderr"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err.open("w"))

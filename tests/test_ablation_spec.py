@@ -119,3 +119,29 @@ def test_overrides_after_options_are_accepted(module):
         args = parse(["f.yaml", "--workers", "2", "data.root=/data/306", "trainer.max_steps=5"])
         assert args.file == "f.yaml" and args.overrides == ["data.root=/data/306", "trainer.max_steps=5"]
         assert args.workers == 2
+
+
+def test_workers_default_to_auto_and_refuse_what_is_not_a_positive_count(capsys):
+    from reflect.ablate import parse_args
+
+    assert parse_args(["f.yaml"]).workers is None  # auto: machine.auto_workers decides
+    assert parse_args(["f.yaml", "--workers", "auto"]).workers is None
+    assert parse_args(["f.yaml", "--workers", "3"]).workers == 3
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(["f.yaml", "--workers", bad])
+        assert exit_.value.code == 2
+        assert "--workers" in capsys.readouterr().err
+
+
+def test_auto_workers_is_one_per_core_on_the_cpu_and_one_per_gpu(monkeypatch):
+    from reflect.ablation import machine
+
+    monkeypatch.setattr(machine.torch.cuda, "is_available", lambda: False)
+    for cores, workers, threads in [(1, 1, "1 thread each"), (2, 2, "1 thread each"), (16, 4, "4 threads each")]:
+        monkeypatch.setattr(machine.os, "cpu_count", lambda cores=cores: cores)
+        got, why = machine.auto_workers()
+        assert got == workers and why.endswith(threads), (cores, got, why)
+    assert machine.auto_workers(("0", "1", "2"))[0] == 3
+    monkeypatch.setattr(machine.torch.cuda, "is_available", lambda: True)
+    assert machine.auto_workers()[0] == 1  # one trial on the GPU; --gpus for more

@@ -124,7 +124,7 @@ def test_a_killed_workers_trial_is_requeued_by_the_database_and_resumed_from_its
     env = {**os.environ, "REFLECT_HEARTBEAT_S": "5"}
     steps = ["trainer.max_steps=400", "trainer.checkpoint_every=20", "trainer.eval_every=200"]
     cmd = [sys.executable, "-m", "reflect.ablate", str(path), "--storage", postgres_url, *TINY, *steps,
-           "--runs-dir", str(runs), "--reports-dir", str(tmp_path / "reports")]
+           "--workers", "1", "--runs-dir", str(runs), "--reports-dir", str(tmp_path / "reports")]
     worker_a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                                 cwd=tmp_path)
     deadline = time.time() + 300
