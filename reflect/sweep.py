@@ -410,8 +410,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             ctx = mp.get_context("spawn")
             threads = max(1, (os.cpu_count() or 1) // args.workers)
-            procs = [ctx.Process(target=_spawned_worker, args=(args.file, tuple(args.overrides), args.storage, args.runs_dir,
-                                                      spec.n_trials, threads, index, args.profile))
+            procs = [ctx.Process(target=_spawned_worker,
+                                 args=(args.file, tuple(args.overrides), args.storage, args.runs_dir, spec.n_trials,
+                                       threads, index, args.profile))
                      for index in range(args.workers)]
             from reflect.ablation.runner import worker_threads_env
 
