@@ -219,7 +219,10 @@ def _spawned_worker(*args: Any) -> None:
     import reflect.ablation.execute  # noqa: F401 - the training stack (Lightning, W&B, the render kernels)
 
     freeze_imports()
-    worker(*args)
+    try:
+        worker(*args)
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker; the parent reports it once, so no traceback here
+        raise SystemExit(130) from None
 
 
 def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], runs_dir: str, n_trials: int,

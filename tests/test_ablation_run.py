@@ -294,3 +294,37 @@ def test_a_worker_whose_claim_was_lost_stops_and_writes_nothing(tmp_path):
     assert record.host == "the-new-owner" and record.optuna_trial == 7 and record.status == "running"
     assert not list((store.workdir(planned.key) / "checkpoints").glob("epoch*.ckpt"))
     assert not (store.workdir(planned.key) / "checkpoints" / "last.ckpt").exists()  # stopped before step 3's
+
+
+def test_ctrl_c_with_two_workers_stops_both_quietly_and_the_rerun_resumes(tmp_path):
+    """The default (--workers auto) on 2 cores is two spawned workers: Ctrl-C reaches the terminal's whole group."""
+    path = write_ablation(tmp_path, "sigint_workers")
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reflect.ablate", str(path), *TINY, "trainer.max_steps=400",
+           "trainer.checkpoint_every=20", "trainer.eval_every=200", "--workers", "2", "--runs-dir", str(runs),
+           "--reports-dir", str(tmp_path / "reports")]
+    out = tmp_path / "first_run.out"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    trials = runs / "sigint_workers" / "trials"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # both workers are past their first checkpoint
+        if proc.poll() is not None:
+            pytest.fail(f"the ablation exited ({proc.returncode}) before it was interrupted: {out.read_text()[-2000:]}")
+        records = [json.loads(f.read_text() or "{}") for f in trials.glob("*.json")] if trials.is_dir() else []
+        if sum((r.get("progress") or {}).get("step", 0) >= 40 for r in records) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    text = out.read_text()
+    assert "interrupted; finished work and checkpoints are kept, rerun to" in text
+    assert "Traceback" not in text, text[-3000:]  # the workers exit quietly; the parent says it once
+    interrupted = [r for r in (json.loads(f.read_text()) for f in trials.glob("*.json")) if r["status"] == "interrupted"]
+    assert len(interrupted) == 2
+
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:]
+    after = {r["arm"] + str(r["seed"]): r for r in (json.loads(f.read_text()) for f in trials.glob("*.json"))}
+    assert len(after) == 4 and all(r["status"] == "complete" for r in after.values())
+    resumed = [r for r in after.values() if r["provenance"].get("resumed_from_step", 0) > 0]
+    assert len(resumed) == 2 and all(r["provenance"]["resumed_from_step"] >= 20 for r in resumed)

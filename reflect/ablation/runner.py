@@ -86,7 +86,12 @@ def _worker_entry(opts: RunOptions) -> None:
     import reflect.training  # noqa: F401 - the training stack (Lightning, W&B), imported without the cyclic GC
 
     freeze_imports()
-    worker_loop(opts)
+    try:
+        worker_loop(opts)
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM to the group) reaches every worker: each has recorded its trial as interrupted,
+        # with the step's checkpoint; the parent says "interrupted ... rerun to resume" once, so no traceback
+        raise SystemExit(130) from None
 
 
 def set_aside(store: ResultsStore, key: str, with_work: bool) -> None:
