@@ -296,32 +296,57 @@ def test_a_worker_whose_claim_was_lost_stops_and_writes_nothing(tmp_path):
     assert not (store.workdir(planned.key) / "checkpoints" / "last.ckpt").exists()  # stopped before step 3's
 
 
-def test_ctrl_c_with_two_workers_stops_both_quietly_and_the_rerun_resumes(tmp_path):
-    """The default (--workers auto) on 2 cores is two spawned workers: Ctrl-C reaches the terminal's whole group."""
-    path = write_ablation(tmp_path, "sigint_workers")
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("how", ["ctrl-c to the group", "sigterm to the parent", "sigkill to the parent"])
+def test_a_signal_with_two_workers_stops_both_at_a_checkpoint_and_the_rerun_resumes(tmp_path, how):
+    """The default (--workers auto) on 2 cores is two spawned workers. Ctrl-C reaches the terminal's whole group;
+    a SIGTERM to the parent alone (kill, a scheduler) is forwarded; if the parent is SIGKILLed, the kernel
+    SIGTERMs the workers (PR_SET_PDEATHSIG). Each way, both trials stop at a step boundary with a checkpoint,
+    no worker trains on, and nothing prints a traceback."""
+    path = write_ablation(tmp_path, "signal_workers")
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "reflect.ablate", str(path), *TINY, "trainer.max_steps=400",
            "trainer.checkpoint_every=20", "trainer.eval_every=200", "--workers", "2", "--runs-dir", str(runs),
            "--reports-dir", str(tmp_path / "reports")]
     out = tmp_path / "first_run.out"
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    trials = runs / "sigint_workers" / "trials"
-    deadline = time.time() + 240
-    while time.time() < deadline:  # both workers are past their first checkpoint
+    trials = runs / "signal_workers" / "trials"
+    deadline, running = time.time() + 240, []
+    while len(running) < 2:  # both workers are training, past their first checkpoint
         if proc.poll() is not None:
-            pytest.fail(f"the ablation exited ({proc.returncode}) before it was interrupted: {out.read_text()[-2000:]}")
+            pytest.fail(f"the ablation exited ({proc.returncode}) before it was signalled: {out.read_text()[-2000:]}")
+        if time.time() > deadline:
+            pytest.fail(f"two trials were not running in time: {out.read_text()[-2000:]}")
         records = [json.loads(f.read_text() or "{}") for f in trials.glob("*.json")] if trials.is_dir() else []
-        if sum((r.get("progress") or {}).get("step", 0) >= 40 for r in records) >= 2:
-            break
+        running = [r for r in records if r.get("status") == "running" and (r.get("progress") or {}).get("step", 0) >= 40]
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
+    workers = {r["pid"] for r in running}
+    assert len(workers) == 2 and proc.pid not in workers
+    if how == "ctrl-c to the group":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM if how == "sigterm to the parent" else signal.SIGKILL)
+    rc = proc.wait(timeout=120)
+    assert rc == (-signal.SIGKILL if how == "sigkill to the parent" else 130)
+    deadline = time.time() + 120
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker trains on"
     text = out.read_text()
-    assert "interrupted; finished work and checkpoints are kept, rerun to" in text
-    assert "Traceback" not in text, text[-3000:]  # the workers exit quietly; the parent says it once
-    interrupted = [r for r in (json.loads(f.read_text()) for f in trials.glob("*.json")) if r["status"] == "interrupted"]
-    assert len(interrupted) == 2
-
+    assert "Traceback" not in text, text[-3000:]
+    if how != "sigkill to the parent":
+        assert "interrupted; finished work and checkpoints are kept, rerun to" in text
+    stopped = [r for r in (json.loads(f.read_text()) for f in trials.glob("*.json")) if r["pid"] in workers]
+    assert [r["status"] for r in stopped] == ["interrupted", "interrupted"]
+    if how != "ctrl-c to the group":
+        return
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:]
     after = {r["arm"] + str(r["seed"]): r for r in (json.loads(f.read_text()) for f in trials.glob("*.json"))}

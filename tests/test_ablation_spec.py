@@ -139,9 +139,18 @@ def test_auto_workers_is_one_per_core_on_the_cpu_and_one_per_gpu(monkeypatch):
 
     monkeypatch.setattr(machine.torch.cuda, "is_available", lambda: False)
     for cores, workers, threads in [(1, 1, "1 thread each"), (2, 2, "1 thread each"), (16, 4, "4 threads each")]:
-        monkeypatch.setattr(machine.os, "cpu_count", lambda cores=cores: cores)
+        monkeypatch.setattr(machine, "usable_cores", lambda cores=cores: cores)
         got, why = machine.auto_workers()
         assert got == workers and why.endswith(threads), (cores, got, why)
     assert machine.auto_workers(("0", "1", "2"))[0] == 3
     monkeypatch.setattr(machine.torch.cuda, "is_available", lambda: True)
     assert machine.auto_workers()[0] == 1  # one trial on the GPU; --gpus for more
+
+
+def test_usable_cores_follow_the_affinity(monkeypatch):
+    """A job limited to 2 of a node's 64 cores (SLURM --cpus-per-task, taskset) must size its workers for 2."""
+    from reflect.ablation import machine
+
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert machine.usable_cores() == 2

@@ -21,6 +21,14 @@ from reflect.render import numba_available
 MAX_AUTO_CPU_WORKERS = 4
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity (SLURM --cpus-per-task, taskset, a container's
+    cpuset), not the machine's count, which would oversubscribe a job limited to a few cores."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def auto_workers(gpus: Optional[Sequence[str]] = None) -> tuple[int, str]:
     """How many local workers ``reflect.ablate --workers auto`` (the default) starts here, and why, in words.
 
@@ -31,17 +39,17 @@ def auto_workers(gpus: Optional[Sequence[str]] = None) -> tuple[int, str]:
         ``--gpus`` or ``--workers`` for more); else one per CPU core, at most MAX_AUTO_CPU_WORKERS, each given
         cores / workers threads. Why per core on the CPU: a quick-profile trial gains ~1.25x from a second
         thread (its convolutions), so one-thread trials side by side use the cores better. Measured on 2
-        cores: the Quickstart ablation took 241 s with two one-thread workers, 325-365 s with one two-thread
-        worker.
+        cores: the Quickstart ablation took 241 s and 254 s with two one-thread workers, 325 s and 365 s with one
+        two-thread worker.
     """
     if gpus:
         return len(gpus), f"one per --gpus entry ({len(gpus)})"
     if torch.cuda.is_available():
         return 1, "one on the GPU (--gpus 0,1,... for one per GPU)"
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     workers = max(1, min(cores, MAX_AUTO_CPU_WORKERS))
     threads = max(1, cores // workers)
-    return workers, (f"{cores} CPU core{'s' * (cores > 1)}, no CUDA: {workers} worker{'s' * (workers > 1)}, "
+    return workers, (f"{cores} usable CPU core{'s' * (cores > 1)}, no CUDA: {workers} worker{'s' * (workers > 1)}, "
                      f"{threads} thread{'s' * (threads > 1)} each")
 
 

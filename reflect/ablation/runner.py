@@ -76,21 +76,41 @@ def worker_loop(opts: RunOptions) -> int:
     return ran
 
 
+def _stop_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when its parent dies, even by SIGKILL.
+
+    SIGTERM stops a trial at a step boundary with that step's checkpoint and an ``interrupted`` record, so a
+    killed ``reflect.ablate`` leaves no orphan training on; elsewhere (no ``prctl``) nothing changes.
+    """
+    import ctypes
+    import signal
+
+    parent = mp.parent_process()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
+        raise SystemExit(130)
+
+
 def _worker_entry(opts: RunOptions) -> None:
     from reflect.startup import freeze_imports, pause_gc
 
     pause_gc()
-    os.environ.setdefault("WANDB_SILENT", "true")
-    if opts.gpu is not None:  # before anything initialises CUDA: this worker sees only its GPU (as cuda:0)
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
-    import reflect.training  # noqa: F401 - the training stack (Lightning, W&B), imported without the cyclic GC
-
-    freeze_imports()
     try:
+        _stop_with_parent()
+        os.environ.setdefault("WANDB_SILENT", "true")
+        if opts.gpu is not None:  # before anything initialises CUDA: this worker sees only its GPU (as cuda:0)
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
+        import reflect.training  # noqa: F401 - the training stack (Lightning, W&B), imported without the cyclic GC
+
+        freeze_imports()
         worker_loop(opts)
     except KeyboardInterrupt:
-        # Ctrl-C (or SIGTERM to the group) reaches every worker: each has recorded its trial as interrupted,
-        # with the step's checkpoint; the parent says "interrupted ... rerun to resume" once, so no traceback
+        # A signal reached the worker (Ctrl-C reaches the terminal's whole group; the parent forwards what it
+        # gets): its trial is recorded as interrupted, with the step's checkpoint; the parent says
+        # "interrupted ... rerun to resume" once, so no traceback here
         raise SystemExit(130) from None
 
 
@@ -159,7 +179,7 @@ def run_ablation(opts: RunOptions, workers: int = 1, display: Optional[Any] = No
                 break
             attempted.update(p.key for p in batch)
             sync_queue(ablation, batch, store, study, known=known)
-            _run_workers(opts, workers)
+            _run_workers(opts, min(workers, len(batch)))  # a short look: fewer workers, more threads each
     return ablation
 
 
@@ -194,7 +214,9 @@ def _run_workers(opts: RunOptions, workers: int) -> None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpus[0])
         worker_loop(opts)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    from reflect.ablation.machine import usable_cores
+
+    threads = max(1, usable_cores() // workers)
     ctx = mp.get_context("spawn")
     gpus = list(opts.gpus or ())
     procs = [ctx.Process(target=_worker_entry, args=(RunOptions(**{**opts.__dict__, "threads": threads,
@@ -203,15 +225,53 @@ def _run_workers(opts: RunOptions, workers: int) -> None:
     with worker_threads_env(threads):
         for proc in procs:
             proc.start()
-    for proc in procs:
-        proc.join()
-    crashed = [p.exitcode for p in procs if p.exitcode != 0]
+    with _forward_signals(procs) as received:
+        for proc in procs:
+            proc.join()
+    if received:  # the workers stopped at a step boundary and recorded it; now the caller stops too
+        raise KeyboardInterrupt(f"{received[0]} forwarded to the workers")
+    crashed = [p.exitcode for p in procs if p.exitcode not in (0, 130)]
     if crashed:
         # Trials a crashed worker held stay RUNNING in the study; the next run re-enqueues them (stale).
         import warnings
 
         warnings.warn(f"{len(crashed)} of {workers} worker processes exited abnormally (exit codes {crashed}); "
                       "rerun the command to finish their trials", RuntimeWarning, stacklevel=2)
+
+
+@contextmanager
+def _forward_signals(procs: list) -> Iterator[list[str]]:
+    """While the workers run: SIGINT or SIGTERM sent to this process alone (``kill``, a scheduler, an IDE's stop)
+    goes on to every worker as SIGTERM, which stops its trial at a step boundary with a checkpoint.
+
+    SIGTERM, not SIGINT: after Ctrl-C the terminal has already sent SIGINT to the whole group, and a worker takes
+    a second SIGINT as "stop now, without the step's checkpoint". Yields the names of the signals received. A
+    signal this process was started ignoring (nohup) stays ignored; outside the main thread nothing is installed.
+    """
+    import signal
+    import threading
+
+    received: list[str] = []
+    previous: dict[int, Any] = {}
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                try:
+                    os.kill(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, forward)
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextmanager
