@@ -290,6 +290,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ablation = opts.load()
         store = store_for(ablation, args.runs_dir)
         problems = machine_problems(ablation)
+        workers = args.workers
+        if workers is None:
+            workers, why = auto_workers(opts.gpus)
+            console.print(f"local workers: {workers} (--workers auto: {why})")
         if args.dry_run:
             print_plan(ablation, store)
             console.print(check_data(ablation))
@@ -307,10 +311,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if problems:
             print_machine_problems(problems)
             return 2
-        workers = args.workers
-        if workers is None:
-            workers, why = auto_workers(opts.gpus)
-            console.print(f"local workers: {workers} (--workers auto: {why})")
         if opts.gpus and len(opts.gpus) > workers:
             console.print(f"[yellow]--gpus lists {len(opts.gpus)} GPUs for {workers} worker(s): GPUs "
                           f"{', '.join(opts.gpus[workers:])} stay idle (use --workers {len(opts.gpus)})[/]")

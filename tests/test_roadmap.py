@@ -315,6 +315,7 @@ def test_dry_run_refuses_an_arm_whose_resolution_its_sr_factor_does_not_divide(t
 
     args = [str(ROOT / "ablations" / "sr_resolution.yaml"), "--dry-run", "--runs-dir", str(tmp_path / "runs")]
     assert main(args) == 0  # 64 px: 1, 2 and 4 all divide it
+    assert "local workers:" in capsys.readouterr().out.replace("\n", " ")  # what --workers auto would start
     with pytest.raises(SystemExit) as exit_:
         main([*args, "data.synthetic.image_size=66"])
     assert exit_.value.code == 2
