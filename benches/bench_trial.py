@@ -42,6 +42,7 @@ from reflect.config import load_train_config  # noqa: E402
 from reflect.data import load_splits  # noqa: E402
 from reflect.lightning.datamodule import AvatarDataModule  # noqa: E402
 from reflect.lightning.module import AvatarModule  # noqa: E402
+from reflect.model.avatar import render_viewmats  # noqa: E402
 from reflect.model.decoder import conditioning_dims  # noqa: E402
 from reflect.render import BACKENDS, backend_stages, numba_available  # noqa: E402
 
@@ -102,7 +103,7 @@ class Profile:
         gs = m.posed_gaussians(batch)  # what forward renders: head-space Gaussians, the head pose in the camera
         self.record("  deform + pose (fwd+bwd)", timed(fwd_bwd(
             lambda: [v for k, v in m.posed_gaussians(batch).items() if k not in ("rot", "pose")])))
-        viewmats = batch["viewmat"] if gs["pose"] is None else batch["viewmat"] @ gs["pose"]
+        viewmats = render_viewmats(batch, gs)
         projector, compositor = backend_stages(self.backend)
         s = self.cfg.model.decoder.sr_scale
         w, h = self.width // s, self.height // s

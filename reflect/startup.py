@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import gc
 import importlib
-from typing import Optional
+import os
+from typing import Any, Callable, Optional
 
 _paused = False
 
@@ -43,6 +44,46 @@ def freeze_imports() -> None:
     gc.freeze()
     gc.enable()
     _paused = False
+
+
+def _stop_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent dies, even by SIGKILL.
+
+    SIGTERM stops a trial at a step boundary with that step's checkpoint and an ``interrupted`` record, so a
+    killed ``reflect.ablate`` or ``reflect.sweep`` leaves no orphan worker training on; elsewhere (no
+    ``prctl``) nothing changes.
+    """
+    import ctypes
+    import multiprocessing
+    import signal
+
+    parent = multiprocessing.parent_process()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
+        raise SystemExit(130)
+
+
+def run_spawned_worker(stack: str, target: Callable[..., Any], *args: Any) -> None:
+    """A spawned worker process's whole life: ``target(*args)`` after importing ``stack`` without the collector.
+
+    Args:
+        stack: the module that imports the training stack (imported before the collector resumes).
+        target, args: the worker's loop.
+    The worker gets SIGTERM if its parent dies (``_stop_with_parent``). A signal that stops it (Ctrl-C reaches
+    the terminal's whole group; the parent forwards what it alone receives) ends it with exit code 130 and no
+    traceback: its trial is recorded as interrupted, with the step's checkpoint, and the parent reports once.
+    """
+    pause_gc()
+    try:
+        _stop_with_parent()
+        importlib.import_module(stack)
+        freeze_imports()
+        target(*args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 def _console_script(module: str) -> Optional[int]:

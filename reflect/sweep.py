@@ -16,7 +16,6 @@ import argparse
 import copy
 import dataclasses
 import multiprocessing as mp
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -212,17 +211,10 @@ class StepPruningCallback(Callback):
 
 
 def _spawned_worker(*args: Any) -> None:
-    """A worker process's entry: ``worker``, after the training stack is imported without the cyclic GC."""
-    from reflect.startup import freeze_imports, pause_gc
+    """A worker process's entry: ``worker`` (``startup.run_spawned_worker``: imports, parent death, signals)."""
+    from reflect.startup import run_spawned_worker
 
-    pause_gc()
-    import reflect.ablation.execute  # noqa: F401 - the training stack (Lightning, W&B, the render kernels)
-
-    freeze_imports()
-    try:
-        worker(*args)
-    except KeyboardInterrupt:  # Ctrl-C reaches every worker; the parent reports it once, so no traceback here
-        raise SystemExit(130) from None
+    run_spawned_worker("reflect.ablation.execute", worker, *args)
 
 
 def worker(path: str, overrides: tuple[str, ...], storage_url: Optional[str], runs_dir: str, n_trials: int,
@@ -411,19 +403,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.workers <= 1:
             worker(args.file, tuple(args.overrides), args.storage, args.runs_dir, spec.n_trials, profile=args.profile)
         else:
+            from reflect.ablation.machine import usable_cores
+            from reflect.ablation.runner import forward_signals, worker_threads_env
+
             ctx = mp.get_context("spawn")
-            threads = max(1, (os.cpu_count() or 1) // args.workers)
+            threads = max(1, usable_cores() // args.workers)
             procs = [ctx.Process(target=_spawned_worker,
                                  args=(args.file, tuple(args.overrides), args.storage, args.runs_dir, spec.n_trials,
                                        threads, index, args.profile))
                      for index in range(args.workers)]
-            from reflect.ablation.runner import worker_threads_env
-
             with worker_threads_env(threads):
                 for proc in procs:
                     proc.start()
-            for proc in procs:
-                proc.join()
+            with forward_signals(procs) as received:
+                for proc in procs:
+                    proc.join()
+            if received:  # the workers stopped at a step boundary and recorded it; now this process stops too
+                raise KeyboardInterrupt(f"{received[0]} forwarded to the workers")
         return print_sweep_results(spec, args.runs_dir)
 
 

@@ -126,7 +126,7 @@ def test_the_rigid_head_rendered_through_its_camera_matches_the_world_space_rend
     from reflect.config import load_train_config
     from reflect.data import load_splits
     from reflect.lightning.datamodule import AvatarDataModule
-    from reflect.model.avatar import GaussianAvatar
+    from reflect.model.avatar import GaussianAvatar, to_world
     from reflect.render import numba_available
 
     if backend == "numba" and not numba_available():
@@ -140,18 +140,11 @@ def test_the_rigid_head_rendered_through_its_camera_matches_the_world_space_rend
     w, h = splits["train"].width, splits["train"].height
     assert model.posed_gaussians(batch)["pose"].shape == (2, 4, 4)
 
-    def world_space(posed):  # noqa: ANN001, ANN202 - the rigid head moved into the world, spelled out
-        def gaussians(b):  # noqa: ANN001, ANN202
-            gs = posed(b)
-            rot, translation = gs["pose"][:, :3, :3], gs["pose"][:, :3, 3]
-            return {**gs, "means": gs["means"] @ rot.transpose(1, 2) + translation[:, None, :],
-                    "quats": quat_multiply(matrix_to_quat(rot)[:, None, :], gs["quats"]), "pose": None}
-        return gaussians
-
     renders = {}
     for name in ("head space, pose in the camera", "world space"):
         if name == "world space":  # what forward rendered before: world-space Gaussians, the data's camera
-            monkeypatch.setattr(model, "posed_gaussians", world_space(model.posed_gaussians))
+            posed = model.posed_gaussians
+            monkeypatch.setattr(model, "posed_gaussians", lambda b: {**to_world(posed(b)), "pose": None})
         model.zero_grad()
         rgb = model(batch, w, h)["rgb"]
         rgb.square().sum().backward()

@@ -115,3 +115,36 @@ def test_workers_get_distinct_sampler_streams():
 
     spec, _ = load_sweep(ROOT / "sweeps" / "expr_mlp_lr.yaml")
     assert make_sampler(spec, 0)._rng.rng.random() != make_sampler(spec, 1)._rng.rng.random()
+
+
+def test_a_sigterm_to_the_sweep_reaches_its_workers(tmp_path):
+    """The sweep's parent forwards a SIGTERM it alone receives: both workers stop, none trains on, no traceback."""
+    import json
+    import os
+    import signal
+    import time
+
+    path = tmp_path / "term.yaml"
+    path.write_text(SWEEP.replace("name: tiny_sweep", "name: term").replace("n_trials: 2", "n_trials: 4"))
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reflect.sweep", str(path), *TINY, "trainer.max_steps=400",
+           "trainer.checkpoint_every=20", "trainer.eval_every=200", "--workers", "2", "--runs-dir", str(runs)]
+    out = tmp_path / "out.txt"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=out.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    trials, deadline, running = runs / "term" / "trials", time.time() + 240, []
+    while len(running) < 2:
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail(f"two trials were not running in time ({proc.poll()}): {out.read_text()[-2000:]}")
+        records = [json.loads(f.read_text() or "{}") for f in trials.glob("*.json")] if trials.is_dir() else []
+        running = [r for r in records if r.get("status") == "running" and (r.get("progress") or {}).get("step", 0) >= 40]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    workers = {r["pid"] for r in running}
+    deadline = time.time() + 60
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers), "a worker trains on"
+    assert "Traceback" not in out.read_text()
+    stopped = [json.loads(f.read_text()) for f in trials.glob("*.json")]
+    assert sorted(r["status"] for r in stopped if r["pid"] in workers) == ["interrupted", "interrupted"]

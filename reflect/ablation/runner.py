@@ -76,43 +76,13 @@ def worker_loop(opts: RunOptions) -> int:
     return ran
 
 
-def _stop_with_parent() -> None:
-    """Linux: have the kernel send this worker SIGTERM when its parent dies, even by SIGKILL.
-
-    SIGTERM stops a trial at a step boundary with that step's checkpoint and an ``interrupted`` record, so a
-    killed ``reflect.ablate`` leaves no orphan training on; elsewhere (no ``prctl``) nothing changes.
-    """
-    import ctypes
-    import signal
-
-    parent = mp.parent_process()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        return
-    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
-        raise SystemExit(130)
-
-
 def _worker_entry(opts: RunOptions) -> None:
-    from reflect.startup import freeze_imports, pause_gc
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if opts.gpu is not None:  # before anything initialises CUDA: this worker sees only its GPU (as cuda:0)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
+    from reflect.startup import run_spawned_worker
 
-    pause_gc()
-    try:
-        _stop_with_parent()
-        os.environ.setdefault("WANDB_SILENT", "true")
-        if opts.gpu is not None:  # before anything initialises CUDA: this worker sees only its GPU (as cuda:0)
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(opts.gpu)
-        import reflect.training  # noqa: F401 - the training stack (Lightning, W&B), imported without the cyclic GC
-
-        freeze_imports()
-        worker_loop(opts)
-    except KeyboardInterrupt:
-        # A signal reached the worker (Ctrl-C reaches the terminal's whole group; the parent forwards what it
-        # gets): its trial is recorded as interrupted, with the step's checkpoint; the parent says
-        # "interrupted ... rerun to resume" once, so no traceback here
-        raise SystemExit(130) from None
-
+    run_spawned_worker("reflect.training", worker_loop, opts)
 
 def set_aside(store: ResultsStore, key: str, with_work: bool) -> None:
     """Move a trial's record (and with ``with_work`` its work folder: checkpoints) under ``retried/``.
@@ -225,7 +195,7 @@ def _run_workers(opts: RunOptions, workers: int) -> None:
     with worker_threads_env(threads):
         for proc in procs:
             proc.start()
-    with _forward_signals(procs) as received:
+    with forward_signals(procs) as received:
         for proc in procs:
             proc.join()
     if received:  # the workers stopped at a step boundary and recorded it; now the caller stops too
@@ -240,7 +210,7 @@ def _run_workers(opts: RunOptions, workers: int) -> None:
 
 
 @contextmanager
-def _forward_signals(procs: list) -> Iterator[list[str]]:
+def forward_signals(procs: list) -> Iterator[list[str]]:
     """While the workers run: SIGINT or SIGTERM sent to this process alone (``kill``, a scheduler, an IDE's stop)
     goes on to every worker as SIGTERM, which stops its trial at a step boundary with a checkpoint.
 
@@ -283,4 +253,4 @@ def trial_status(ablation: Ablation, store: ResultsStore) -> list[tuple[PlannedT
     return [(p, store.get(p.key)) for p in plan_trials(ablation)]
 
 
-__all__ = ["RunOptions", "run_ablation", "set_aside", "store_for", "trial_status", "worker_loop"]
+__all__ = ["RunOptions", "forward_signals", "run_ablation", "set_aside", "store_for", "trial_status", "worker_loop"]

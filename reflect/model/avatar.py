@@ -33,6 +33,22 @@ HEAD_ELLIPSOID_RADII = (0.08, 0.1, 0.09)
 HEAD_MODEL = "rigid: R(rotation) R(neck_pose) about the origin + translation, DeformMLP offsets"
 
 
+def to_world(posed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``GaussianAvatar.posed_gaussians``' output moved into the world (without its ``pose``)."""
+    gs = dict(posed)
+    pose = gs.pop("pose")
+    if pose is not None:  # the rigid head: from head space into the world
+        rot, translation = pose[:, :3, :3], pose[:, :3, 3]
+        gs["means"] = gs["means"] @ rot.transpose(1, 2) + translation[:, None, :]
+        gs["quats"] = quat_multiply(matrix_to_quat(rot)[:, None, :], gs["quats"])
+    return gs
+
+
+def render_viewmats(batch: dict, posed: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The cameras [B,4,4] of the space ``posed`` Gaussians are in: the rigid head's pose in the view matrix."""
+    return batch["viewmat"] if posed["pose"] is None else batch["viewmat"] @ posed["pose"]
+
+
 def head_model(cfg: ModelConfig) -> str:
     """The protocol's description of what moves the Gaussians under ``cfg``."""
     if cfg.flame.model_path:
@@ -139,13 +155,7 @@ class GaussianAvatar(nn.Module):
     # --- forward ---------------------------------------------------------------------
     def deformed_gaussians(self, batch: dict) -> dict[str, torch.Tensor]:
         """World-space Gaussians for each frame of the batch ([B,N,...])."""
-        gs = self.posed_gaussians(batch)
-        pose = gs.pop("pose")
-        if pose is not None:  # the rigid head: from head space into the world
-            rot, translation = pose[:, :3, :3], pose[:, :3, 3]
-            gs["means"] = gs["means"] @ rot.transpose(1, 2) + translation[:, None, :]
-            gs["quats"] = quat_multiply(matrix_to_quat(rot)[:, None, :], gs["quats"])
-        return gs
+        return to_world(self.posed_gaussians(batch))
 
     def posed_gaussians(self, batch: dict) -> dict[str, torch.Tensor]:
         """Each frame's Gaussians ([B,N,...]) in the space they are rendered from, and that space's ``pose``.
@@ -209,8 +219,7 @@ class GaussianAvatar(nn.Module):
             raise ValueError(f"image size {width}x{height} is not divisible by model.decoder.sr_scale={s}")
         w, h = width // s, height // s
         gs = self.posed_gaussians(batch)
-        # the camera of the space the Gaussians are in: the rigid head's pose composed into the view matrix
-        viewmats = batch["viewmat"] if gs["pose"] is None else batch["viewmat"] @ gs["pose"]
+        viewmats = render_viewmats(batch, gs)
         ks = batch["K"].clone()
         ks[:, :2, :] = ks[:, :2, :] / s
         feats, alphas = [], []
