@@ -180,6 +180,13 @@ def test_two_workers_never_run_the_same_trial(tmp_path):
     store = store_for(ablation, opts.runs_dir)
     records = list(store.records())
     assert len(records) == 4 and all(r.status == "complete" for r in records)
+    # each record says how many threads its trial trained with (each worker got its share of the cores), and the
+    # device kind the status page forecasts by carries it: a 1-thread trial's time is not a 2-thread one's
+    from reflect.ablation.machine import usable_cores
+
+    threads = max(1, usable_cores() // 2)
+    assert {r.provenance["threads"] for r in records} == {threads}
+    assert all(r.provenance["device"].endswith(f"({threads} thread{'' if threads == 1 else 's'})") for r in records)
     study = open_study(ablation.name, open_storage(None, store.root / "optuna.journal"), "maximize")
     ran = Counter(t.user_attrs[KEY_ATTR] for t in study.get_trials()
                   if t.state == optuna.trial.TrialState.COMPLETE)

@@ -154,3 +154,30 @@ def test_usable_cores_follow_the_affinity(monkeypatch):
     monkeypatch.setattr(machine.os, "cpu_count", lambda: 64)
     monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert machine.usable_cores() == 2
+
+
+def test_cpu_device_kind_names_the_model_and_the_threads_a_trial_trains_with(monkeypatch, tmp_path):
+    """The status page forecasts trial-hours per device kind: 1- and 2-thread CPU trials must not share a key."""
+    from reflect.ablation import execute
+
+    monkeypatch.setattr(execute.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(execute, "cpu_model", lambda: "AMD EPYC")
+    kinds = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(execute.torch, "get_num_threads", lambda threads=threads: threads)
+        kinds[threads] = execute.device_kind()
+    assert kinds == {1: "cpu: AMD EPYC (1 thread)", 2: "cpu: AMD EPYC (2 threads)"}
+    assert execute.provenance()["threads"] == 2
+
+
+def test_cpu_model_reads_proc_cpuinfo():
+    from reflect.ablation.execute import cpu_model
+
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        pytest.skip("no /proc/cpuinfo here")
+    names = [line.split(":", 1)[1].strip() for line in info.read_text(errors="replace").splitlines()
+             if line.startswith("model name")]
+    if not names or not names[0]:
+        pytest.skip("/proc/cpuinfo names no model here")
+    assert cpu_model() == names[0]

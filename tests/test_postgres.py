@@ -143,7 +143,7 @@ def test_a_killed_workers_trial_is_requeued_by_the_database_and_resumed_from_its
 
     worker_b = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert worker_b.returncode == 0, worker_b.stderr[-3000:]
-    assert "waiting for 1 trial(s) running on other workers" in worker_b.stderr
+    assert "waiting for 1 trial(s) running on other workers (1 on this machine, 0 elsewhere: " in worker_b.stderr
 
     study = optuna.load_study(study_name="pg_kill", storage=database_url(postgres_url))
     of_victim = [t for t in study.trials if t.user_attrs.get(KEY_ATTR) == victim]

@@ -8,7 +8,6 @@ changes the record. ``StoreHeartbeat`` keeps a live trial's record fresh for the
 from __future__ import annotations
 
 import math
-import os
 import platform
 import socket
 import time
@@ -17,8 +16,10 @@ from importlib import metadata
 from typing import Any, Optional, Sequence
 
 import optuna
+import torch
 from pytorch_lightning.callbacks import Callback
 
+from reflect.ablation.machine import usable_cores
 from reflect.ablation.plan import PlannedTrial
 from reflect.ablation.spec import Ablation
 from reflect.ablation.store import COMPLETE, FAILED, INTERRUPTED, PRUNED, RUNNING, ResultsStore, TrialRecord
@@ -82,16 +83,33 @@ def provenance() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"git_commit": commit, "git_dirty": dirty, "packages": versions, "python": platform.python_version(),
-            "host": socket.gethostname(), "device": device_kind()}
+            "host": socket.gethostname(), "device": device_kind(), "threads": torch.get_num_threads(),
+            "usable_cores": usable_cores()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo's "model name"), else what ``platform`` knows, else "cpu"."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip() or "cpu"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def device_kind() -> str:
-    """The kind of device trials run on here (the status page forecasts trial-hours per kind)."""
-    import torch
+    """The kind of device trials run on here; the status page forecasts trial-hours per kind.
 
+    Returns: the GPU's name with CUDA; else ``"cpu: <model> (<T> thread(s))"`` with the threads this process
+    trains with, because a CPU trial's time depends on them (a quick-profile trial: ~21 s on one thread of
+    this project's 2-core machine, ~15 s on two), and ``--workers`` gives each local worker its share.
+    """
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"cpu ({os.cpu_count()} cores)"
+    threads = torch.get_num_threads()
+    return f"cpu: {cpu_model()} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def evaluation_protocol(cfg: TrainConfig, result) -> dict[str, Any]:

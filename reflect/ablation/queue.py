@@ -9,6 +9,7 @@ off one study.
 """
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from typing import Iterable, Optional
@@ -167,6 +168,15 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
         study.set_user_attr(PLAN_ATTR, plan_id)
 
 
+def where_running(store: ResultsStore, keys: Iterable[str]) -> str:
+    """Where running trials run, in words: how many on this host (sibling local workers) and how many elsewhere,
+    from each RUNNING record's provenance host."""
+    here = socket.gethostname()
+    records = [store.get(key) for key in keys]
+    local = sum(1 for record in records if record is not None and (record.provenance or {}).get("host") == here)
+    return f"{local} on this machine, {len(records) - local} elsewhere"
+
+
 def wait_for_others(study: optuna.Study, store: ResultsStore, keys: Iterable[str], waiting_since: list[float]) -> bool:
     """With nothing left to claim: on a heartbeat storage, while other workers still run trials of ``keys``,
     sleep a few seconds (``WAIT_POLL_S``, at most a heartbeat interval) and return True (the caller claims again: a dead worker's trial comes back
@@ -184,7 +194,8 @@ def wait_for_others(study: optuna.Study, store: ResultsStore, keys: Iterable[str
         return False
     if not waiting_since:
         waiting_since.append(time.time())
-        print(f"waiting for {len(running)} trial(s) running on other workers ({', '.join(sorted(running)[:3])}); "
-              "a dead worker's trial is re-queued here once its heartbeat is stale", file=sys.stderr, flush=True)
+        print(f"waiting for {len(running)} trial(s) running on other workers ({where_running(store, running)}: "
+              f"{', '.join(sorted(running)[:3])}); a dead worker's trial is re-queued here once its heartbeat is stale",
+              file=sys.stderr, flush=True)
     time.sleep(min(heartbeat_seconds(study), WAIT_POLL_S))
     return True
