@@ -170,14 +170,17 @@ def test_cpu_device_kind_names_the_model_and_the_threads_a_trial_trains_with(mon
     assert execute.provenance()["threads"] == 2
 
 
-def test_cpu_model_reads_proc_cpuinfo():
-    from reflect.ablation.execute import cpu_model
+def test_cpu_model_reads_cpuinfo_and_falls_back_to_platform(tmp_path, monkeypatch):
+    from reflect.ablation import execute
 
-    info = Path("/proc/cpuinfo")
-    if not info.is_file():
-        pytest.skip("no /proc/cpuinfo here")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text(errors="replace").splitlines()
-             if line.startswith("model name")]
-    if not names or not names[0]:
-        pytest.skip("/proc/cpuinfo names no model here")
-    assert cpu_model() == names[0]
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert execute.cpu_model(str(info)) == "AMD EPYC 7B13"
+    monkeypatch.setattr(execute.platform, "processor", lambda: "x86_64-proc")
+    info.write_text("processor\t: 0\nmodel name\t: \n")  # a blank name says nothing: ask platform
+    assert execute.cpu_model(str(info)) == "x86_64-proc"
+    assert execute.cpu_model(str(tmp_path / "missing")) == "x86_64-proc"  # no cpuinfo (macOS, Windows)
+    monkeypatch.setattr(execute.platform, "processor", lambda: "")
+    monkeypatch.setattr(execute.platform, "machine", lambda: "")
+    assert execute.cpu_model(str(tmp_path / "missing")) == "cpu"

@@ -235,4 +235,4 @@ def test_reflect_train_names_a_missing_flame_file_without_a_traceback(tmp_path, 
                            f"model.flame.model_path={tmp_path / 'flame2023.pkl'}", f"output_dir={tmp_path / 'out'}"],
                           capture_output=True, text=True, timeout=300)
     said = " ".join((proc.stdout + proc.stderr).split())
-    assert proc.returncode != 0 and "FLAME model file not found" in said and "Traceback" not in said
+    assert proc.returncode == 2 and "FLAME model file not found" in said and "Traceback" not in said  # a user error

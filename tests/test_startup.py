@@ -51,13 +51,14 @@ def test_a_cli_process_freezes_its_imports_and_still_collects_later_cycles():
 
 
 def test_a_console_script_resumes_the_collector_when_its_command_fails():
-    enabled, frozen = run_python("""
+    raised, enabled, frozen = run_python("""
         import gc
         from reflect.startup import _console_script
+        raised = False
         try:
             _console_script("reflect.no_such_command")
         except ModuleNotFoundError:
-            pass
-        print(gc.isenabled(), gc.get_freeze_count() > 0)
+            raised = True
+        print(raised, gc.isenabled(), gc.get_freeze_count() > 0)
     """)
-    assert enabled == "True" and frozen == "True"
+    assert raised == "True" and enabled == "True" and frozen == "True"

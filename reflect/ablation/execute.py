@@ -87,13 +87,16 @@ def provenance() -> dict[str, Any]:
             "usable_cores": usable_cores()}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo's "model name"), else what ``platform`` knows, else "cpu"."""
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name: ``cpuinfo``'s first "model name" (Linux), else what ``platform`` knows, else "cpu"."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as info:
             for line in info:
                 if line.startswith("model name") and ":" in line:
-                    return line.split(":", 1)[1].strip() or "cpu"
+                    name = line.split(":", 1)[1].strip()
+                    if name:
+                        return name
+                    break
     except OSError:
         pass
     return platform.processor() or platform.machine() or "cpu"
