@@ -135,6 +135,15 @@ def _corrupt_image(root: Path) -> None:
     (root / "images" / "00000_00.png").write_bytes(data[: len(data) // 2])
 
 
+def _corrupt_pixels(root: Path) -> None:
+    """Damage the compressed pixels only (the last IDAT bytes and its CRC): the header still reads."""
+    path = root / "images" / "00000_00.png"
+    data = bytearray(path.read_bytes())
+    iend = data.rindex(b"IEND") - 4  # the IEND chunk starts at its length field
+    data[iend - 10:iend] = b"\xff" * 10
+    path.write_bytes(bytes(data))
+
+
 def _edit_frame(**kv: Any):
     def edit(root: Path) -> None:
         for split in ("train", "val", "test"):
@@ -148,8 +157,9 @@ def _edit_frame(**kv: Any):
 @pytest.mark.parametrize("corrupt, match, preload", [
     (lambda r: (r / "images" / "00000_00.png").unlink(), "00000_00.png", True),
     (_edit_frame(transform_matrix=[[1, 0, 0], [0, 1, 0], [0, 0, 1]]), r"transforms_train\.json frame 0.*4x4", True),
-    (_corrupt_image, "00000_00.png", True),
-    (_corrupt_image, "00000_00.png", False),  # found lazily, at __getitem__
+    (_corrupt_image, r"00000_00\.png: cannot read the image header", True),
+    (_corrupt_pixels, r"00000_00\.png: cannot decode image", True),  # decoded at load
+    (_corrupt_pixels, r"00000_00\.png: cannot decode image", False),  # found lazily, at __getitem__
     (_edit_frame(file_path="../../etc/passwd"), r"etc/passwd.*leaves the dataset root", True),
     (_edit_frame(region_mask_paths=["m.png"]), r"frame 0.*'region_mask_paths' must map region names", True),
     (_edit_frame(region_mask_paths={"wrinkles": "nope.png"}), r"nope\.png", True),
@@ -160,9 +170,14 @@ def _edit_frame(**kv: Any):
 def test_errors_name_the_file(tmp_path: Path, corrupt, match: str, preload: bool) -> None:
     root = make_dataset(tmp_path / "d")
     corrupt(root)
+    cfg = DataConfig(root=str(root), preload=preload)
+    if preload:  # every problem is found at load time
+        with pytest.raises(DatasetError, match=match):
+            load_splits(cfg)
+        return
+    train = load_splits(cfg)["train"]  # the header is fine: nothing is decoded yet
     with pytest.raises(DatasetError, match=match):
-        splits = load_splits(DataConfig(root=str(root), preload=preload))
-        splits["train"][0]
+        train[0]
 
 
 def test_vhap_union_dataset_and_extensionless_paths(tmp_path: Path) -> None:
@@ -238,7 +253,15 @@ def test_synthetic_through_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (codes[:, 100] > 0.35).any() and (codes[:, 100] < 0.3).mean() > 0.8  # rare, big jaw openings
     assert train.init_points().shape == (10000, 3) and np.abs(train.init_points()).max() < 0.2
     assert train.canonical_shape.shape == (300,)
-    assert load_splits(cfg)["train"].frames[0].image == train.frames[0].image  # cached, not regenerated
+    image = train.frames[0].image
+    written_ns = image.stat().st_mtime_ns
+
+    def regenerate(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the cached synthetic head was generated again")
+
+    monkeypatch.setattr("reflect.data.synthetic.generate_synthetic_head", regenerate)
+    assert load_splits(cfg)["train"].frames[0].image == image  # cached, not regenerated
+    assert image.stat().st_mtime_ns == written_ns
     assert val.region_names == test.region_names == ["wrinkles"]
     assert train.region_names == [] and train[0]["regions"] == {}  # evaluation only: not in the training loop
     region = val[0]["regions"]["wrinkles"]

@@ -275,9 +275,12 @@ def test_stack_regularisers_read_aux_and_complain_when_it_is_missing():
 
 def test_adversarial_term_and_discriminator_loss():
     cfg = LossConfig()
+    for name in ("l1", "dssim", "edge"):  # only the adversarial term: its gradient is then the only one
+        cfg.term(name).schedule = constant(0.0)
     cfg.adversarial.schedule = ScheduleConfig(kind="step", value=0.05, start=0.5)
     cfg.adversarial.channels = 8
     stack = LossStack(cfg, total_steps=100)
+    assert stack.enabled_terms() == ["adversarial"]
     d = stack.discriminator
     assert d is not None
     pred, target = _image(1).requires_grad_(), _image(2)
@@ -286,11 +289,18 @@ def test_adversarial_term_and_discriminator_loss():
     assert "loss/adversarial" not in logs
     total, logs = stack(pred, target, step=60)
     assert logs["weight/adversarial"] == 0.05
+    assert total.item() == pytest.approx(0.05 * logs["loss/adversarial"], rel=1e-6) and logs["loss/adversarial"] > 0
     total.backward()
-    assert pred.grad is not None
+    assert pred.grad is not None and pred.grad.abs().sum() > 0  # the generator loss backpropagates to the image
     assert all(p.grad is None for p in d.parameters())  # the generator step leaves D alone
+    logits: list[torch.Tensor] = []  # D's outputs in call order (real, then fake), as D (training mode) saw them
+    hook = d.register_forward_hook(lambda module, inputs, out: logits.append(out.detach()))
     d_loss = stack.discriminator_loss(pred.detach(), target, step=60)
-    assert d_loss is not None and d_loss.item() > 0
+    hook.remove()
+    assert d_loss is not None and len(logits) == 2
+    real, fake = logits
+    want = F.softplus(-real).mean() + F.softplus(fake).mean()  # the non-saturating (default) logistic loss
+    assert d_loss.item() == pytest.approx(want.item(), rel=1e-6)
     d_loss.backward()
     assert all(p.grad is not None for p in d.parameters() if p.requires_grad)
     assert LossStack(LossConfig(), total_steps=100).discriminator_loss(pred.detach(), target, step=60) is None
@@ -373,19 +383,22 @@ def test_lpips_loads_the_backbone_from_the_hub_cache(empty_hub: Path, fake_alexn
 
 def test_lpips_loss_from_weights_path(fake_alexnet_file: Path, tmp_path: Path):
     cfg = LossConfig()
+    for name in ("l1", "dssim", "edge"):  # only LPIPS: its gradient is then the only one
+        cfg.term(name).schedule = constant(0.0)
     cfg.lpips.schedule = constant(0.5)
     cfg.lpips.weights_path = str(fake_alexnet_file)
     stack = LossStack(cfg, total_steps=10)
-    assert "lpips" in stack.enabled_terms()
+    assert stack.enabled_terms() == ["lpips"]
     assert not any("lpips" in k for k in stack.state_dict())  # weights come from files, not checkpoints
     img = _image(size=64)
     _, logs = stack(img, img, step=0)
     assert logs["loss/lpips"] == pytest.approx(0.0, abs=1e-6)
     pred = _image(5, size=64).requires_grad_()
     total, logs = stack(pred, img, step=0)
-    assert logs["loss/lpips"] > 0
+    assert logs["loss/lpips"] > 0 and logs["weight/lpips"] == 0.5
+    assert total.item() == pytest.approx(0.5 * logs["loss/lpips"], rel=1e-6)
     total.backward()
-    assert pred.grad is not None
+    assert pred.grad is not None and pred.grad.abs().sum() > 0  # LPIPS backpropagates to the image
     bad = tmp_path / "not-alexnet.pth"
     torch.save({"weight": torch.zeros(1)}, bad)
     with pytest.raises(LpipsUnavailable, match="not-alexnet.pth"):

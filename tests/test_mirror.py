@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from reflect.data import DataConfig, SyntheticHeadConfig, load_splits
 from reflect.data.errors import DatasetError
@@ -58,8 +59,16 @@ def test_the_synthetic_head_renders_the_mirror_view_and_it_loads_as_a_split(tmp_
         coverage_val, coverage_mirror = a["alpha"].mean().item(), b["alpha"].mean().item()
         assert 0.6 < coverage_mirror / coverage_val < 1.4  # the face keeps the display camera's framing
         assert not np.allclose(a["image"].numpy(), b["image"].numpy(), atol=0.05)  # another viewpoint
-    again = load_splits(cfg, ["mirror"])["mirror"]
-    assert again.frames[0].image == mirror.frames[0].image  # cached
+    image = mirror.frames[0].image
+    written_ns = image.stat().st_mtime_ns
+
+    def regenerate(*args, **kwargs):
+        raise AssertionError("the cached mirror views were rendered again")
+
+    with monkeypatch.context() as patch:  # the other eye point below is rendered, outside this block
+        patch.setattr("reflect.data.synthetic_mirror.generate_mirror_views", regenerate)
+        again = load_splits(cfg, ["mirror"])["mirror"]
+    assert again.frames[0].image == image and image.stat().st_mtime_ns == written_ns  # cached, not rendered again
     other_eye = load_splits(cfg, ["mirror"], mirror_eye_m=(0.0, 0.0, 0.09))["mirror"]
     assert other_eye.frames[0].image != mirror.frames[0].image  # keyed by the geometry
 
@@ -74,13 +83,20 @@ def test_a_capture_has_no_mirror_ground_truth(tmp_path):
 
 def test_training_scores_the_mirror_view(tmp_path, tiny_overrides):
     from reflect.config import load_train_config
-    from reflect.training import train
+    from reflect.training import train, trial_splits
 
     cfg = load_train_config("quick", tiny_overrides + ["eval.splits=[val,mirror]"])
     result = train(cfg, tmp_path / "run")
     last = result.eval_history[-1]
     assert np.isfinite(last["mirror/psnr"]) and np.isfinite(last["val/psnr"])
-    assert len(result.per_frame["mirror"]["frame_id"]) == 3 and result.per_frame["mirror"]["frame_id"][0].endswith("/c90")
+    mirror = result.per_frame["mirror"]
+    assert last["mirror/psnr"] == pytest.approx(np.mean(mirror["psnr"]))  # the mean over the mirror frames
+    assert last["mirror/psnr"] != pytest.approx(last["val/psnr"])  # its own frames, not the val split's again
+    # one mirror frame per val timestep of the display's camera (c2 on the synthetic head), at camera 90
+    val_ids = result.per_frame["val"]["frame_id"]
+    assert len(val_ids) == 3 and all(fid.endswith("/c2") for fid in val_ids)
+    assert mirror["frame_id"] == [fid[: -len("c2")] + "c90" for fid in val_ids]
+    assert mirror["frame_id"] == [f.frame_id for f in trial_splits(cfg, ["mirror"])["mirror"].frames]
 
 
 def test_reflect_mirror_renders_a_trained_trial_from_the_mirror_viewpoint(tmp_path, tiny_overrides):
@@ -95,7 +111,7 @@ def test_reflect_mirror_renders_a_trained_trial_from_the_mirror_viewpoint(tmp_pa
     from reflect.config import load_train_config
     from reflect.config_loading import ConfigError, to_plain_dict
     from reflect.mirror import render_mirror_views
-    from reflect.training import train
+    from reflect.training import build_module, train, trial_splits
 
     cfg = load_train_config("quick", tiny_overrides)
     result = train(cfg, tmp_path / "run")
@@ -105,6 +121,21 @@ def test_reflect_mirror_renders_a_trained_trial_from_the_mirror_viewpoint(tmp_pa
     assert len(written) == 2 and all(p.name.endswith("_c2_mirror.png") for p in written)
     pixels = np.asarray(Image.open(written[0]))
     assert pixels.shape == (32, 32, 3) and pixels.std() > 5  # a head, not a blank frame
+    # the same frame of the mirror split (the view the synthetic head scores), rendered by the trained module
+    splits = trial_splits(cfg, ["train", "mirror"])
+    module, _ = build_module(cfg, splits)
+    module.load_state_dict(torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"],
+                           strict=False)
+    module.eval()
+    mirror = splits["mirror"]
+    timestep = int(written[0].name.split("_t")[1][:5])
+    item = mirror[int(np.flatnonzero(mirror.timestep_indices() == timestep)[0])]
+    with torch.no_grad():
+        batch = {k: v[None] for k, v in item.items() if isinstance(v, torch.Tensor)}
+        rgb = module.model(batch, mirror.width, mirror.height)["rgb"][0].clamp(0, 1)
+    unflipped = (rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.int16)
+    assert np.abs(pixels.astype(np.int16) - unflipped[:, ::-1]).max() <= 1  # flipped left to right, as shown
+    assert np.abs(pixels.astype(np.int16) - unflipped).max() > 10  # and the flip is visible: the head is not symmetric
     proc = subprocess.run([sys.executable, "-m", "reflect.mirror", str(record), "--frames", "1",
                            "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "no PSNR" in " ".join(proc.stdout.split()), proc.stderr[-2000:]

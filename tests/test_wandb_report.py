@@ -1,4 +1,6 @@
 """W&B mirror of a report: the verdict table as an offline run of the group, and a report built offline."""
+import json
+
 import pytest
 
 from reflect.config import TrackingConfig
@@ -24,11 +26,31 @@ def test_rows_and_definition_carry_the_summary_numbers():
     assert report.title == "Ablation tiny (phase 2)" and len(report.blocks) == 7
 
 
-def test_summary_table_is_an_offline_run_of_the_group(tmp_path):
+def test_summary_table_is_an_offline_run_of_the_group(tmp_path, monkeypatch):
+    import wandb
+
+    calls = []
+    real_init = wandb.init
+
+    def spy_init(*args, **kwargs):  # records the arguments, then the real (offline) init
+        calls.append(kwargs)
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", spy_init)
     run_id = log_summary_table(SUMMARY, TrackingConfig(mode="offline"), tmp_path)
+    assert len(calls) == 1
+    assert calls[0]["group"] == "tiny" and calls[0]["job_type"] == "summary" and calls[0]["mode"] == "offline"
+    assert calls[0]["id"] == run_id
     runs = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    tables = list((runs[0] / "files" / "media" / "table").glob("verdicts_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == SUMMARY_COLUMNS
+    assert table["data"] == summary_rows(SUMMARY)
+    assert table["data"][1] == ["film", 3, 31.0, 1.0, 0.5, 1.5, 0.99, "better", 3, 0.001, None, None]
     assert log_summary_table(SUMMARY, TrackingConfig(wandb=False), tmp_path) is None
+    assert len(calls) == 1  # disabled: W&B is not even initialised
 
 
 def test_publishing_offline_says_why():
