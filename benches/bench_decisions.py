@@ -3,7 +3,8 @@
     python benches/bench_decisions.py [--ablation ablations/film_vs_concat.yaml] [--runs-dir runs]
                                       [--simulations 2000]
 
-Part 1 simulates ablations with the engine's own replay (reflect.analysis.simulation): per scenario, the
+Part 1 simulates ablations with the engine's own replay (reflect.analysis.simulation), at the paired spread the
+store measured (or the engine's stated assumption when it has none): per scenario, the
 verdicts, the share of ablations whose sequential verdict equals the fixed-max verdict on the same data,
 and the trials run (baseline included) as a share of the fixed design's. Wall time is those trials times
 the mean trial time measured in the store (or a stated assumption when the store is empty).
@@ -28,7 +29,9 @@ from reflect.analysis.inputs import current_records  # noqa: E402
 from reflect.analysis.simulation import at_margin, null_effect, simulate, uniform_effects  # noqa: E402
 from reflect.analysis.verdicts import DEFAULT_PSNR_SPREAD_DB, analyze  # noqa: E402
 
-ASSUMED_TRIAL_S = 60.0  # a quick-profile trial on 2 CPU cores (issue 10 measured 42–75 s)
+# A quick-profile trial on one thread of this project's 2-core machine (measured at db185b7: ~21 s; ~15 s on two
+# threads), used only when the store has no finished trial to measure.
+ASSUMED_TRIAL_S = 21.0
 
 
 def main() -> int:
@@ -45,10 +48,16 @@ def main() -> int:
     used = [r for r in current_records(ablation, store.records()) if r.status == COMPLETE and r.wall_time_s]
     trial_s = statistics.mean(r.wall_time_s for r in used) if used else ASSUMED_TRIAL_S
     cost = f"{trial_s:.1f} s per trial ({'measured over ' + str(len(used)) + ' trials' if used else 'assumed'})"
+    # simulate at the store's own paired spread when it has measured one, else at the stated assumption
+    observed = analyze(ablation, store.records()).spread if used else None
+    if observed is not None and observed.source == "observed" and observed.sd:
+        spread_db, spread_from = observed.sd, f"observed in the store, {observed.df} df"
+    else:
+        spread_db, spread_from = DEFAULT_PSNR_SPREAD_DB, "assumed: no paired seeds in the store"
 
     print(f"Simulated ablations: {arms} arm(s) vs the baseline, looks {list(looks)}, margin {ablation.margin} dB, "
-          f"σ_d = {DEFAULT_PSNR_SPREAD_DB} dB, α = {ablation.decision.alpha} per side, {args.simulations} each; "
-          f"trial cost {cost}")
+          f"σ_d = {spread_db:.3f} dB ({spread_from}), α = {ablation.decision.alpha} per side, {args.simulations} "
+          f"each; trial cost {cost}")
     header = (f"{'true gains (dB)':<24}{'better':>8}{'worse':>8}{'equiv':>8}{'inconcl':>9}{'false +':>9}"
               f"{'agree':>8}{'trials seq/fixed':>18}{'wall seq/fixed':>20}{'ratio':>7}")
     print(header)
@@ -57,7 +66,7 @@ def main() -> int:
                            ("all at +margin", at_margin(ablation.margin)), ("all 0 (A/A)", null_effect()),
                            ("all +1.0", uniform_effects(1.0, 1.0))]:
         start = time.perf_counter()
-        r = simulate(sampler, DEFAULT_PSNR_SPREAD_DB, ablation.margin, looks, ablation.decision.alpha, arms=arms,
+        r = simulate(sampler, spread_db, ablation.margin, looks, ablation.decision.alpha, arms=arms,
                      ablations=args.simulations, seed=1)
         fixed_trials = (arms + 1) * max_seeds
         seq_trials = r.seed_fraction * fixed_trials

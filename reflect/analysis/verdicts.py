@@ -30,8 +30,13 @@ from reflect.analysis.sequential import replay
 from reflect.analysis.inputs import ArmRecords, Exclusion, gather, paired_gains, pooled_spread
 from reflect.analysis.power import minimum_detectable_effect
 
-# Paired spread assumed before anything is measured: the quick profile's A/A (DESIGN.md: σ_d ≈ 0.10 dB).
+# Paired spread assumed for a PSNR metric before any paired seeds are measured: an A/A on the quick profile
+# (3 seeds; the null change one more Gaussian, which redraws the random stream): Δ = −0.025 dB, 95% CI
+# [−0.27, +0.22], i.e. σ_d ≈ 0.10 dB. Studies measure their own (the example studies in reports/examples/: 0.025
+# to 0.42 dB, film_vs_concat the widest), and an observed spread, or an earlier study's (``prior``), replaces this.
 DEFAULT_PSNR_SPREAD_DB = 0.10
+DEFAULT_PSNR_SPREAD_SOURCE = (f"assumption: {DEFAULT_PSNR_SPREAD_DB} dB, the paired spread of an A/A on the quick "
+                              "profile (3 seeds, one more Gaussian as the null change); no paired seeds measured yet")
 
 
 @dataclass(frozen=True)
@@ -169,8 +174,7 @@ def estimate_spread(ablation: Ablation, gathered_arms: dict[str, ArmRecords], si
     if prior is not None and prior.sd is not None:
         return prior
     if ablation.metric.kind == "psnr":
-        return Spread(DEFAULT_PSNR_SPREAD_DB, 0, f"assumption: {DEFAULT_PSNR_SPREAD_DB} dB, the quick profile's "
-                      "measured A/A spread (DESIGN.md); no paired seeds measured yet")
+        return Spread(DEFAULT_PSNR_SPREAD_DB, 0, DEFAULT_PSNR_SPREAD_SOURCE)
     return Spread(None, 0, "unknown: no paired seeds measured yet and no default for this metric")
 
 
