@@ -12,13 +12,13 @@ if __name__ == "__main__":  # the CLI process: its heavy imports without the cyc
     pause_gc()
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from rich.console import Console
 
+from reflect.ablation.store import atomic_write_json
 from reflect.cli_errors import exit_on_user_error
 from reflect.config import config_hash, load_train_config
 from reflect.config_loading import to_plain_dict
@@ -58,10 +58,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         freeze_imports()
         result = train(cfg, workdir, resume=not args.no_resume, logger=logger)
         final = result.eval_history[-1]
-        (workdir / "metrics.json").write_text(json.dumps(
-            {"config_hash": chash, "eval_history": result.eval_history, "per_frame": result.per_frame,
-             "parameter_counts": result.parameter_counts, "lpips": result.lpips_status,
-             "lpips_reason": result.lpips_reason, "wall_time_s": result.wall_time_s}, indent=2))
+        # atomically (temp file + os.replace): a kill mid-write leaves the previous metrics.json whole
+        atomic_write_json(workdir / "metrics.json",
+                          {"config_hash": chash, "eval_history": result.eval_history, "per_frame": result.per_frame,
+                           "parameter_counts": result.parameter_counts, "lpips": result.lpips_status,
+                           "lpips_reason": result.lpips_reason, "wall_time_s": result.wall_time_s})
         for i, split in enumerate(cfg.eval.splits):
             lp = final.get(f"{split}/lpips")
             line = f"[bold]{split}[/] PSNR {final[f'{split}/psnr']:.2f} dB  SSIM {final[f'{split}/ssim']:.4f}"

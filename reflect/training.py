@@ -292,25 +292,69 @@ def to_uint8_image(image: Any) -> Any:
 def save_renders(workdir: Path, module: AvatarModule) -> list[dict[str, str]]:
     """The final evaluation's sample frames as PNGs (ground truth | render, side by side) for report grids.
 
-    Returns ``[{frame_id, path}]``; a resumed run that did not evaluate again keeps the files it wrote before.
+    Every file is written atomically (temp file + ``os.replace``), the PNGs before ``renders/index.json``, so a
+    kill leaves the previous index or the new one, each naming whole PNGs.
+
+    Args:
+        workdir: the run's folder; the files go to ``<workdir>/renders/``.
+        module: the trained module; its ``sample_images`` are the final evaluation's (empty when this run did
+            not evaluate again: a rerun of a finished run).
+    Returns:
+        ``[{frame_id, path}]``. A run that did not evaluate again returns the index written before; an index
+        that cannot be read (cut short, malformed) is warned about and means the renders are missing (``[]``):
+        the trained trial stands, only its report grid goes without them.
     """
-    import json
+    import io
 
     from PIL import Image
+
+    from reflect.ablation.store import atomic_write_bytes, atomic_write_json
 
     out = Path(workdir) / RENDERS_DIR
     index = out / "index.json"
     if not module.sample_images:
-        return json.loads(index.read_text()) if index.is_file() else []
-    out.mkdir(parents=True, exist_ok=True)
+        return read_render_index(index)
     renders = []
     for i, (frame_id, image) in enumerate(module.sample_images):
-        array = to_uint8_image(image)
+        buf = io.BytesIO()
+        Image.fromarray(to_uint8_image(image)).save(buf, format="PNG")
         path = out / f"{i:02d}.png"
-        Image.fromarray(array).save(path)
+        atomic_write_bytes(path, buf.getvalue())
         renders.append({"frame_id": str(frame_id), "path": str(path)})
-    index.write_text(json.dumps(renders))
+    atomic_write_json(index, renders)
     return renders
+
+
+def read_render_index(index: Path) -> list[dict[str, str]]:
+    """The renders ``index`` lists (``[{frame_id, path}]``); ``[]`` when it does not exist.
+
+    Args:
+        index: a ``renders/index.json`` written by :func:`save_renders`.
+    Returns:
+        Its entries, or ``[]`` with a warning naming the file when it cannot be read or is not such a list.
+    """
+    import json
+
+    if not index.is_file():
+        return []
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        problem = f"invalid JSON ({exc})" if isinstance(exc, json.JSONDecodeError) else f"cannot read it ({exc})"
+        return _renders_missing(index, problem)
+    if not isinstance(data, list):
+        return _renders_missing(index, f"expected a list of {{frame_id, path}}, got {type(data).__name__}")
+    for i, entry in enumerate(data):
+        if not (isinstance(entry, dict) and isinstance(entry.get("frame_id"), str)
+                and isinstance(entry.get("path"), str)):
+            return _renders_missing(index, f"entry {i} is not {{frame_id, path}} strings: {entry!r}")
+    return data
+
+
+def _renders_missing(index: Path, problem: str) -> list[dict[str, str]]:
+    warnings.warn(f"{index}: render index unreadable, {problem}; this run's renders are treated as missing "
+                  "(the trial's results stand; its report grid goes without them)", stacklevel=3)
+    return []
 
 
 def _log_samples(logger: Any, module: AvatarModule) -> None:

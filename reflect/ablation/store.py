@@ -12,10 +12,11 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional, Union, get_args, get_origin, get_type_hints
 
 from reflect.code_version import format_code_version
 
@@ -112,12 +113,44 @@ def _pid_alive(pid: int) -> bool:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically: a kill at any moment leaves the old file or the new one.
+
+    Args:
+        path: the file to write (its folder is created if missing).
+        data: JSON-serialisable data (numpy arrays and paths are converted).
+    """
+    _atomic_write(path, lambda f: json.dump(data, f, indent=1, default=_json_default), binary=False)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`atomic_write_json`.
+
+    Args:
+        path: the file to write (its folder is created if missing).
+        text: the whole new content.
+    """
+    _atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, like :func:`atomic_write_json` (PNGs, figures).
+
+    Args:
+        path: the file to write (its folder is created if missing).
+        data: the whole new content.
+    """
+    _atomic_write(path, lambda f: f.write(data), binary=True)
+
+
+def _atomic_write(path: Path, write: Callable[[IO], Any], binary: bool) -> None:
+    """A temp file in ``path``'s folder, filled by ``write``, fsynced, then ``os.replace``d onto ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a shared store needs the umask's permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, default=_json_default)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -216,9 +249,59 @@ class ResultsStore:
 
 
 def _read_record(path: Path) -> Optional[TrialRecord]:
+    """The record in ``path``, or None (with a warning naming the file and what is wrong) when it is not one.
+
+    None means "not done", as for a missing record: the runner trains the trial again and its write replaces the
+    file; reports and status pages leave it out. Fields this version does not know (a newer version wrote the
+    record) are ignored, with a warning.
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # atomic writes make this near impossible; an unreadable record means "not done"
-    known = {f for f in TrialRecord.__dataclass_fields__}
-    return TrialRecord(**{k: v for k, v in data.items() if k in known})
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return _skip(path, f"cannot read it ({exc})")
+    except json.JSONDecodeError as exc:  # atomic writes make this near impossible: a file from elsewhere
+        return _skip(path, f"invalid JSON ({exc})")
+    if not isinstance(data, dict):
+        return _skip(path, f"expected a JSON object, got {type(data).__name__}")
+    fields = _record_fields()
+    required = [name for name, f in TrialRecord.__dataclass_fields__.items()
+                if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        return _skip(path, f"missing field(s) {', '.join(missing)}")
+    for name, value in data.items():
+        allowed = fields.get(name)
+        if allowed is not None and not _is_instance(value, allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            return _skip(path, f"{name} should be {names}, got {type(value).__name__}")
+    unknown = sorted(k for k in data if k not in fields)
+    if unknown:
+        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(unknown)} (written by a newer version?)",
+                      stacklevel=3)
+    return TrialRecord(**{k: v for k, v in data.items() if k in fields})
+
+
+def _skip(path: Path, problem: str) -> None:
+    warnings.warn(f"{path}: skipped, not a readable trial record: {problem}", stacklevel=4)
+    return None
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {}
+
+
+def _record_fields() -> dict[str, tuple[type, ...]]:
+    """Each TrialRecord field → the JSON types it may hold (``Optional[float]`` → float, int or null)."""
+    if not _FIELD_TYPES:
+        for name, hint in get_type_hints(TrialRecord).items():
+            options = get_args(hint) if get_origin(hint) is Union else (hint,)
+            types = [get_origin(t) or t for t in options]
+            if float in types:
+                types.append(int)  # JSON writes 3.0 as 3.0, but a hand-written record may say 3
+            _FIELD_TYPES[name] = tuple(types)
+    return _FIELD_TYPES
+
+
+def _is_instance(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in allowed:
+        return False  # true is no seed or step count, though Python's bool is an int
+    return isinstance(value, allowed)

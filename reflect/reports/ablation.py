@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from reflect.ablation.spec import Ablation
-from reflect.ablation.store import ResultsStore, TrialRecord, atomic_write_json
+from reflect.ablation.store import ResultsStore, TrialRecord, atomic_write_bytes, atomic_write_json, atomic_write_text
 from reflect.analysis.inputs import current_records, spread_from_other_studies
 from reflect.analysis.verdicts import Spread, analyze
 from reflect.reports.ablation_html import render_html
@@ -194,10 +194,16 @@ def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: 
     """Write ``reports/<name>/summary.json``, ``report.md``, ``report.html``, ``curves.png`` and the W&B report
     definition ``wandb_report.json``; returns the summary.
 
+    Each file is written atomically. A render a figure cannot draw (a damaged PNG, a trial whose renders were
+    lost) is left out of it and named in the report's notes (report.md and report.html; summary.json keeps the
+    analysis' notes only).
+
     Args:
         ablation: the loaded ablation (with the overrides, profile and seeds the run used).
         store: its results store (the only source of the numbers).
         reports_dir: the reports root.
+    Returns:
+        The summary, as written to ``summary.json``.
     """
     out = Path(reports_dir) / ablation.name
     out.mkdir(parents=True, exist_ok=True)
@@ -210,11 +216,14 @@ def write_ablation_report(ablation: Ablation, store: ResultsStore, reports_dir: 
         summary["tradeoff"] = tradeoff
     atomic_write_json(out / "summary.json", summary)
     used = current_records(ablation, records)  # older runs stay in the store, never mixed into a report
-    pngs = report_figures(summary, used)
+    figure_notes: list[str] = []  # what the figures left out (a damaged render): shown with the report's notes
+    pngs = report_figures(summary, used, figure_notes)
+    shown = {**summary, "notes": [*summary["notes"], *figure_notes]}
     curves = pngs["Learning curves"]
+    # every file atomically (temp file + os.replace): a kill mid-write leaves the previous report whole
     if curves is not None:
-        (out / "curves.png").write_bytes(curves)
-    (out / "report.md").write_text(render_markdown(summary, "curves.png" if curves else None))
-    (out / "report.html").write_text(render_html(summary, pngs))
+        atomic_write_bytes(out / "curves.png", curves)
+    atomic_write_text(out / "report.md", render_markdown(shown, "curves.png" if curves else None))
+    atomic_write_text(out / "report.html", render_html(shown, pngs))
     write_report_definition(summary, ablation.arms[ablation.baseline].config.tracking, out)
     return summary

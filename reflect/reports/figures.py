@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -129,24 +130,69 @@ def looks_plot(summary: dict[str, Any]) -> Optional[bytes]:
     return figure_png(fig)
 
 
-def image_grid(summary: dict[str, Any], records: list[TrialRecord]) -> Optional[bytes]:
-    """Rows: the baseline's final-evaluation frames; columns: ground truth, then each arm's render and error."""
+def image_grid(summary: dict[str, Any], records: list[TrialRecord],
+               notes: Optional[list[str]] = None) -> Optional[bytes]:
+    """Rows: the baseline's final-evaluation frames; columns: ground truth, then each arm's render and error.
+
+    A render that cannot be drawn (file missing, damaged, another size) leaves its frame out of the grid, and a
+    complete trial without renders (its render index was lost) leaves its seed out; each is warned about.
+
+    Args:
+        summary: the report summary (its baseline and arms).
+        records: the trials the report uses.
+        notes: when given, one line per render left out is appended, naming the trial and the file.
+    Returns:
+        The grid as PNG bytes, or None when no seed has renders for every arm.
+    """
     from PIL import Image
 
-    by_arm_seed = {(r.arm, r.seed): r for r in records if r.status == COMPLETE and r.renders}
+    def problem(text: str) -> None:
+        warnings.warn(text, stacklevel=3)
+        if notes is not None:
+            notes.append(text)
+
+    arms = list(summary["arms"])
+    complete = [r for r in records if r.status == COMPLETE and r.arm in summary["arms"]]
+    by_arm_seed = {(r.arm, r.seed): r for r in complete if r.renders}
+    if by_arm_seed:  # some trial has renders: one that has none lost them (no trial has any: nothing to say)
+        for r in complete:
+            if not r.renders:
+                problem(f"`{r.key}`: no renders recorded (its render index was missing or unreadable); the "
+                        f"image grid leaves seed {r.seed} out")
     base_seeds = sorted(s for (a, s) in by_arm_seed if a == summary["baseline"])
-    seed = next((s for s in base_seeds if all((n, s) in by_arm_seed for n in summary["arms"])), None)
+    seed = next((s for s in base_seeds if all((n, s) in by_arm_seed for n in arms)), None)
     if seed is None:
         return None
-    def load(rec):
+
+    def load(rec: TrialRecord) -> dict[str, np.ndarray]:
         out = {}
         for entry in rec.renders:
             path = Path(entry["path"])
-            if path.is_file():
-                out[entry["frame_id"]] = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(path) as image:
+                        out[entry["frame_id"]] = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+            except FileNotFoundError:
+                problem(f"`{rec.key}`: render {path} is missing; frame `{entry['frame_id']}` left out of the "
+                        "image grid")
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                problem(f"`{rec.key}`: render {path} is unreadable ({exc}); frame `{entry['frame_id']}` left out "
+                        "of the image grid")
         return out
-    images = {n: load(by_arm_seed[(n, seed)]) for n in summary["arms"]}
-    frames = [f for f in images[summary["baseline"]] if all(f in images[n] for n in images)]
+
+    images = {n: load(by_arm_seed[(n, seed)]) for n in arms}
+    base = images[summary["baseline"]]
+    frames = []
+    for f in base:
+        if not all(f in images[n] for n in images):
+            continue
+        odd = [n for n in images if images[n][f].shape != base[f].shape]
+        if odd:
+            problem(f"frame `{f}`: the renders of {', '.join(odd)} are {images[odd[0]][f].shape[1::-1]} px, the "
+                    f"baseline's {base[f].shape[1::-1]}; left out of the image grid")
+            continue
+        frames.append(f)
     if not frames:
         return None
     plt = _plt()
@@ -175,8 +221,17 @@ def image_grid(summary: dict[str, Any], records: list[TrialRecord]) -> Optional[
     return figure_png(fig)
 
 
-def report_figures(summary: dict[str, Any], records: list[TrialRecord]) -> dict[str, Optional[bytes]]:
-    """Every figure of the report, drawn once: title → PNG bytes (None where no trial has the data yet)."""
+def report_figures(summary: dict[str, Any], records: list[TrialRecord],
+                   notes: Optional[list[str]] = None) -> dict[str, Optional[bytes]]:
+    """Every figure of the report, drawn once.
+
+    Args:
+        summary: the report summary.
+        records: the trials the report uses.
+        notes: when given, what a figure had to leave out (a damaged render file) is appended, one line each.
+    Returns:
+        Title → PNG bytes (None where no trial has the data yet).
+    """
     return {"Paired differences": forest_plot(summary), "Per-seed pairs": paired_lines(summary),
             "Learning curves": learning_curves(summary, records), "Sequential looks": looks_plot(summary),
-            "Renders on the same evaluation frames": image_grid(summary, records)}
+            "Renders on the same evaluation frames": image_grid(summary, records, notes)}
