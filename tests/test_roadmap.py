@@ -364,9 +364,11 @@ def test_the_sr_trade_off_table_puts_recorded_gpu_latency_beside_each_arms_quali
     ablation = load_ablation(ROOT / "ablations" / "sr_resolution.yaml")
     bench = tmp_path / "runs" / BENCHMARKS_DIR / LATENCY_FILE
     bench.parent.mkdir(parents=True)
-    rows = [{"config": "1920x1080+2x", "sr": 2, "device": "NVIDIA H200", "total_ms": 4.0, "at": "2026-11-01T00:00:00Z"},
-            {"config": "1920x1080+2x", "sr": 2, "device": "NVIDIA H200", "total_ms": 3.1, "at": "2026-12-01T00:00:00Z"},
-            {"config": "960x540+4x", "sr": 4, "device": "cpu (2 cores)", "total_ms": None, "at": "2026-12-01T00:00:00Z"}]
+    gpu = {"output": "3840x2160", "device": "NVIDIA H200", "device_type": "cuda", "gaussians": 100_000}
+    rows = [{**gpu, "config": "1920x1080+2x", "sr": 2, "total_ms": 4.0, "at": "2026-11-01T00:00:00Z"},
+            {**gpu, "config": "1920x1080+2x", "sr": 2, "total_ms": 3.1, "at": "2026-12-01T00:00:00Z"},
+            {"config": "960x540+4x", "sr": 4, "output": "3840x2160", "device": "cpu (2 cores)", "device_type": "cpu",
+             "gaussians": 100_000, "total_ms": None, "at": "2026-12-01T00:00:00Z"}]
     bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {"arms": {"render_full": {"n": 3}, "render_half_sr2": {"n": 3, "delta_db": -0.4, "delta_ci": [-0.6, -0.2],
                                                                        "verdict": "worse"},
@@ -379,12 +381,13 @@ def test_the_sr_trade_off_table_puts_recorded_gpu_latency_beside_each_arms_quali
     assert tradeoff_rows(load_ablation(ROOT / "ablations" / "decoder_depth.yaml"), summary, [tmp_path]) is None
     markdown = render_markdown({**json.loads((ROOT / "reports" / "examples" / "decoder_depth" / "summary.json")
                                              .read_text()), "tradeoff": list(table.values())}, None)
-    assert "| `render_half_sr2` | 2x | -0.40 | [-0.60, -0.20] | worse | 3.10 ms (1920x1080+2x, NVIDIA H200) |" in markdown
+    assert ("| `render_half_sr2` | 2x | -0.40 | [-0.60, -0.20] | worse | "
+            "3.10 ms (1920x1080+2x, NVIDIA H200, 100,000 Gaussians) |") in markdown
     from reflect.reports.ablation_html import render_html
 
     page = render_html({**json.loads((ROOT / "reports" / "examples" / "decoder_depth" / "summary.json").read_text()),
                         "tradeoff": list(table.values())}, {})
-    assert "Quality × latency" in page and "3.10 ms (1920x1080+2x, NVIDIA H200)" in page
+    assert "Quality × latency" in page and "3.10 ms (1920x1080+2x, NVIDIA H200, 100,000 Gaussians)" in page
 
 
 def test_reports_state_how_each_arms_model_differs_in_size_from_the_baseline():

@@ -5,16 +5,31 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from reflect.ablation.store import atomic_write_json
+from reflect.ablation.store import atomic_write_json, atomic_write_text
 from reflect.reports.html import esc, figure_png, img, page, table
 from reflect.reports.text import number
-from reflect.roadmap.spec import Roadmap
+from reflect.roadmap.spec import MetricCondition, Roadmap
 from reflect.roadmap.status import RoadmapStatus
 
-SYNTHETIC_NOTE = ("Every trial in this fleet ran on the embedded synthetic head (the quick profile's 64 px CPU "
-                  "default): its PSNR is not comparable with the roadmap's real-capture targets, and the synthetic "
-                  "head will not reach Phase 1's 31 dB. The gates below are evaluated as they would be on real "
-                  "captures, to show the machinery; point data.root at a capture to place the project for real.")
+
+def synthetic_note(status: RoadmapStatus, roadmap: Roadmap) -> str:
+    """The note over a synthetic-only fleet: the image sizes its trials recorded, and the roadmap's own Phase 1
+    target (its phase-passing gate's val/psnr threshold), read from the loaded roadmap."""
+    sizes = status.resolutions
+    where = f" at {' and '.join(f'{s} px' for s in sizes)}" if sizes else " (no trial recorded its image size)"
+    target = ""
+    first = next((p for p in roadmap.phases if p.phase == 1), None)
+    gate = next(iter(first.passing_gates), None) if first is not None else None
+    psnr = next((c for c in gate.conditions if isinstance(c, MetricCondition) and c.metric.endswith("/psnr")),
+                None) if gate is not None else None
+    if psnr is not None:
+        bound = (f"in [{psnr.range[0]:g}, {psnr.range[1]:g}] dB" if psnr.comparator == "between"
+                 else f"{psnr.comparator} {psnr.threshold:g} dB")
+        target = f", such as Phase 1's {gate.name} gate ({psnr.metric} avg{psnr.window} {bound})"
+    return (f"Every trial in this fleet ran on the embedded synthetic head{where}: its PSNR is not comparable with "
+            f"the roadmap's real-capture targets{target}, whichever side of them it falls. The gates below are "
+            "evaluated as they would be on real captures, to show the machinery; point data.root at a capture to "
+            "place the project for real.")
 
 
 def status_json(status: RoadmapStatus) -> dict[str, Any]:
@@ -35,7 +50,8 @@ def status_json(status: RoadmapStatus) -> dict[str, Any]:
         "best": {k: {"value": b.value, "trial": b.trial, "metric": b.metric, "interval": b.interval, "seeds": b.seeds,
                      "synthetic": b.synthetic} for k, b in status.best.items()},
         "phases": [phase_entry(p) for p in status.phases],
-        "fleet": {"groups": status.groups, "synthetic_only": status.synthetic_only, "runs_dirs": status.runs_dirs},
+        "fleet": {"groups": status.groups, "synthetic_only": status.synthetic_only, "runs_dirs": status.runs_dirs,
+                  "resolutions": status.resolutions},
         "updated": status.updated,
     }
 
@@ -69,7 +85,7 @@ def _md(text) -> str:
 def render_status_md(status: RoadmapStatus, roadmap: Roadmap) -> str:
     lines = [f"# {roadmap.title}", ""] + [f"{line}  " for line in _header_lines(status)] + [""]
     if status.synthetic_only:
-        lines += [f"> {SYNTHETIC_NOTE}", ""]
+        lines += [f"> {synthetic_note(status, roadmap)}", ""]
     lines += ["## Quality ladder", "", "| Milestone | PSNR | SSIM | LPIPS | What it looks like | Best now |", "|---|---|---|---|---|---|"]
     best = status.best["psnr"].value
     for m in roadmap.ladder:
@@ -131,7 +147,7 @@ def _ladder_figure(status: RoadmapStatus, roadmap: Roadmap) -> bytes:
 def render_status_html(status: RoadmapStatus, roadmap: Roadmap) -> str:
     body = [f"<h1>{esc(roadmap.title)}</h1>", "<p>" + "<br>".join(esc(line) for line in _header_lines(status)) + "</p>"]
     if status.synthetic_only:
-        body.append(f'<p class="note">{esc(SYNTHETIC_NOTE)}</p>')
+        body.append(f'<p class="note">{esc(synthetic_note(status, roadmap))}</p>')
     body.append(img(_ladder_figure(status, roadmap), "quality ladder", "Roadmap milestones (bars) and the best "
                     "configuration's windowed val PSNR with its 95% interval over seeds."))
     best = status.best["psnr"].value
@@ -174,7 +190,7 @@ def write_status(status: RoadmapStatus, roadmap: Roadmap, reports_dir: str | Pat
     out = Path(reports_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "status.json", status_json(status))
-    (out / "status.md").write_text(render_status_md(status, roadmap))
+    atomic_write_text(out / "status.md", render_status_md(status, roadmap))
     path = out / "status.html"
-    path.write_text(render_status_html(status, roadmap))
+    atomic_write_text(path, render_status_html(status, roadmap))
     return path

@@ -6,12 +6,12 @@ published only with ``reflect.report --publish`` when online (building its run s
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from reflect.ablation.store import atomic_write_json
 from reflect.config import TrackingConfig
 from reflect.tracking import resolve_wandb_mode
 
@@ -57,6 +57,18 @@ def log_summary_table(summary: dict[str, Any], tracking: TrackingConfig, save_di
     return run_id
 
 
+# The metrics the trainer also logs foreground-masked (reflect.lightning.module: <split>/psnr_masked, ssim_masked);
+# LPIPS, region PSNRs and the masked metrics themselves have no masked variant.
+MASKED_VARIANT = {"psnr": "psnr_masked", "ssim": "ssim_masked"}
+
+
+def plotted_metrics(metric: str) -> list[str]:
+    """The curves a report plots for its metric: the metric, then its masked variant where one is logged."""
+    split, _, name = metric.partition("/")
+    masked = MASKED_VARIANT.get(name)
+    return [metric] + ([f"{split}/{masked}"] if masked else [])
+
+
 def report_definition(summary: dict[str, Any], tracking: TrackingConfig) -> dict[str, Any]:
     """The W&B report as data: what ``publish_report`` builds (no network needed to write it)."""
     metric = summary["metric"]["name"]
@@ -69,7 +81,7 @@ def report_definition(summary: dict[str, Any], tracking: TrackingConfig) -> dict
         "title": f"Ablation {summary['ablation']} (phase {summary['phase']})",
         "description": summary["question"],
         "group": summary["ablation"], "groupby": "job_type",
-        "line_plots": [{"x": "trainer/global_step", "y": [metric]}, {"x": "trainer/global_step", "y": [f"{metric.split('/')[0]}/psnr_masked"]}],
+        "line_plots": [{"x": "trainer/global_step", "y": [m]} for m in plotted_metrics(metric)],
         "verdict_table_markdown": "\n".join(lines),
         "citations": summary["citations"],
         "generated_at": summary["generated_at"],
@@ -78,7 +90,7 @@ def report_definition(summary: dict[str, Any], tracking: TrackingConfig) -> dict
 
 def write_report_definition(summary: dict[str, Any], tracking: TrackingConfig, out_dir: Path) -> Path:
     path = out_dir / "wandb_report.json"
-    path.write_text(json.dumps(report_definition(summary, tracking), indent=1))
+    atomic_write_json(path, report_definition(summary, tracking))  # a reader never sees half a definition
     return path
 
 

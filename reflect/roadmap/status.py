@@ -19,11 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from reflect.ablation.store import COMPLETE, ResultsStore
+from reflect.ablation.store import COMPLETE, FAILED, INTERRUPTED, PRUNED, RUNNING, ResultsStore
 from reflect.roadmap.fleet import TrialGroup, best_group, latency_records, load_fleet
 from reflect.roadmap.gates import GateContext, GateResult, evaluate_gate, phase_outcome
 from reflect.roadmap.signoffs import now_iso, read_signoffs
 from reflect.roadmap.spec import Decision, Roadmap
+
+# The sweep's own budget rule (reflect.sweep.worker, its ``spent()``): trials complete, pruned, failed or running
+# count, so a failed trial uses its slot and the sweep runs no replacement; a dead worker's trial that is re-queued
+# counts once (its copy keeps the trial's name, so the store holds one record for both). A trial stopped by a signal
+# (interrupted in the store) was never told to Optuna: it stays RUNNING there (or is re-queued) and keeps its slot.
+# Replicated on the store's records rather than imported: the rule is a closure inside the sweep's worker loop.
+SWEEP_BUDGET_STATES = (COMPLETE, PRUNED, FAILED, RUNNING, INTERRUPTED)
+SWEEP_FINISHED_STATES = (COMPLETE, PRUNED, FAILED)
 
 BEST_METRICS = (("psnr", "val/psnr", "max"), ("ssim", "val/ssim", "max"), ("lpips", "val/lpips", "min"))
 BEST_WINDOW = 20
@@ -91,6 +99,23 @@ class RoadmapStatus:
     groups: int
     synthetic_only: bool
     runs_dirs: list[str]
+    resolutions: list[str] = field(default_factory=list)  # "WxH" the fleet's trials were evaluated at
+
+
+def fleet_resolutions(groups: Sequence[TrialGroup]) -> list[str]:
+    """The image sizes the fleet's complete trials ran at: each record's evaluation protocol (``resolution``,
+    width x height), else its config's ``data.synthetic.image_size`` for a synthetic trial recorded without one."""
+    sizes = set()
+    for g in groups:
+        for r in g.records:
+            res = (r.protocol or {}).get("resolution")
+            if isinstance(res, (list, tuple)) and len(res) == 2:
+                sizes.add((int(res[0]), int(res[1])))
+                continue
+            size = (((r.config or {}).get("data") or {}).get("synthetic") or {}).get("image_size")
+            if g.synthetic and isinstance(size, int) and not isinstance(size, bool):
+                sizes.add((size, size))
+    return [f"{w}x{h}" for w, h in sorted(sizes)]
 
 
 def _trial_seconds(records) -> dict[str, float]:
@@ -137,27 +162,39 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path],
         spec, _ = load_sweep(decision.file)
         store = _find_store(spec.name, runs_dirs)
         records = list(store.records()) if store else []
-        done = sum(1 for r in records if r.status in (COMPLETE, "pruned"))
-        settled = done >= spec.n_trials
-        left = max(0, spec.n_trials - done)
+        spent = sum(1 for r in records if r.status in SWEEP_BUDGET_STATES)
+        finished = sum(1 for r in records if r.status in SWEEP_FINISHED_STATES)
+        in_progress = spent - finished  # running or interrupted: in the budget, not finished
+        left = max(0, spec.n_trials - spent) + in_progress
+        settled = left == 0
+        failed = sum(1 for r in records if r.status == FAILED)
+        notes = [f"{failed} failed"] * bool(failed) + [f"{in_progress} running or interrupted"] * bool(in_progress)
+        costs, note = cost(records)
         return DecisionStatus(decision.id, decision.claim, rel, kind,
                               "settled" if settled else ("not run" if not records else "running"), settled,
-                              detail=f"{done}/{spec.n_trials} sweep trials",
-                              forecast=None if settled else Forecast(left, cost(records)[0],
-                                                                     "sweep trials left" + cost(records)[1]))
+                              detail=f"{finished}/{spec.n_trials} sweep trials finished"
+                                     + (f" ({', '.join(notes)})" if notes else ""),
+                              forecast=None if settled else Forecast(
+                                  left, costs, "sweep trials left (its budget counts complete, pruned, failed and "
+                                  "running trials, as reflect.sweep does)" + note))
     from reflect.ablation.spec import load_ablation
+    from reflect.analysis.inputs import TERMINAL, current_records
     from reflect.analysis.verdicts import analyze
 
     ablation = load_ablation(decision.file)
     store = _find_store(ablation.name, runs_dirs)
     records = list(store.records()) if store else []
-    analysis = analyze(ablation, records)
-    verdicts = {n: a.verdict for n, a in analysis.arms.items() if not a.is_baseline} if records else {}
-    if analysis.finished and records:
-        return DecisionStatus(decision.id, decision.claim, rel, kind, "settled", True, verdicts,
-                              detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken")
+    # Only today's plan counts (analyze reads the same records): trials of an older config hash stay in the store,
+    # unused, and leave every trial of the current plan still to run.
+    current = current_records(ablation, records)
+    analysis = analyze(ablation, current)
+    set_aside = len(records) - len(current)
+    aside = f"; {set_aside} older record(s) of other configurations set aside" if set_aside else ""
+    looks = f"{analysis.looks_taken}/{len(analysis.looks)} looks taken{aside}"
+    verdicts = {n: a.verdict for n, a in analysis.arms.items() if not a.is_baseline} if current else {}
+    if analysis.finished and current:
+        return DecisionStatus(decision.id, decision.claim, rel, kind, "settled", True, verdicts, detail=looks)
     # Left to run: every undecided arm (and the baseline) to the seed count its observed MDE asks for, at most max.
-    left = 0
     counts = {}
     for name, arm in analysis.arms.items():
         if arm.is_baseline or arm.decided:
@@ -168,12 +205,14 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path],
         counts[name] = need
     if counts:
         counts[ablation.baseline] = max(counts.values())
-    done = {n: sum(1 for r in records if r.arm == n and r.status == COMPLETE) for n in counts}
-    left = sum(max(0, counts[n] - done[n]) for n in counts)
+    # Done as the runner sees it: the design's first seeds whose current record is terminal (complete, failed or
+    # pruned: a failed trial is not retried without --retry-failed).
+    finished = {(r.arm, r.seed) for r in current if r.status in TERMINAL}
+    left = sum(1 for n, need in counts.items() for s in ablation.design.seeds[:need] if (n, s) not in finished)
     basis = "seeds each undecided arm's MDE asks for (at most max), baseline included"
-    return DecisionStatus(decision.id, decision.claim, rel, kind, "running" if records else "not run", False, verdicts,
-                          detail=f"{analysis.looks_taken}/{len(analysis.looks)} looks taken",
-                          forecast=Forecast(left, cost(records)[0], basis + cost(records)[1]))
+    costs, note = cost(records)
+    return DecisionStatus(decision.id, decision.claim, rel, kind, "running" if current else "not run", False, verdicts,
+                          detail=looks, forecast=Forecast(left, costs, basis + note))
 
 
 def roadmap_status(roadmap: Roadmap, runs_dirs: Sequence[str | Path], groups: Optional[list[TrialGroup]] = None,
@@ -213,4 +252,5 @@ def roadmap_status(roadmap: Roadmap, runs_dirs: Sequence[str | Path], groups: Op
                                None if est is None else est.interval, 0 if est is None else est.n,
                                bool(est and est.group.synthetic))
     return RoadmapStatus(roadmap.name, current, passed, total, 100.0 * (passed + share) / total, best, phases, now_iso(),
-                         len(groups), bool(groups) and all(g.synthetic for g in groups), [str(r) for r in runs_dirs])
+                         len(groups), bool(groups) and all(g.synthetic for g in groups), [str(r) for r in runs_dirs],
+                         fleet_resolutions(groups))
