@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from reflect.config_loading import ConfigError, merge_into_schema, read_yaml_mapping, to_plain_dict
-from reflect.data.config import DataConfig
+from reflect.data.config import SYNTHETIC_CAMERAS, DataConfig
 from reflect.lightning.sampling import SamplerConfig
 from reflect.losses.config import LossConfig
 from reflect.model.config import ModelConfig
@@ -23,6 +23,9 @@ PROFILES = ("quick", "full")
 RENDER_BACKENDS = (None, "numba", "torch", "gsplat")
 PARAM_GROUPS = ("means", "scales", "rotations", "opacities", "latents", "deform", "decoder")
 GROUP_ALIASES = {"gaussians": ("means", "scales", "rotations", "opacities")}
+# what pl.Trainer(accelerator=...) is given; "gpu" and "cuda" are the same (the renderer's GPU path is CUDA's)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
 @dataclass
@@ -33,6 +36,8 @@ class RenderConfig:
     def validate(self) -> None:
         if self.backend not in RENDER_BACKENDS:
             raise ValueError(f"backend: expected one of null, 'numba', 'torch', 'gsplat', got {self.backend!r}")
+        if not (math.isfinite(self.eps2d) and self.eps2d >= 0):
+            raise ValueError(f"eps2d: expected a finite screen-space blur >= 0 (pixels^2), got {self.eps2d}")
 
 
 @dataclass
@@ -49,6 +54,13 @@ class FreezeWindow:
             raise ValueError(f"group: expected one of {PARAM_GROUPS + tuple(GROUP_ALIASES)}, got {self.group!r}")
         if self.units not in ("fraction", "steps"):
             raise ValueError(f"units: expected 'fraction' or 'steps', got {self.units!r}")
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if self.units == "fraction" and not (math.isfinite(v) and 0 <= v <= 1):
+                raise ValueError(f"{name}: expected a fraction of training in [0, 1] "
+                                 f"(use units: steps for absolute steps), got {v}")
+            if self.units == "steps" and not (math.isfinite(v) and v >= 0 and float(v).is_integer()):
+                raise ValueError(f"{name}: expected a whole number of steps >= 0 (units: steps), got {v}")
         if self.end < self.start:
             raise ValueError(f"end: expected end >= start, got start={self.start}, end={self.end}")
 
@@ -80,6 +92,8 @@ class OptimConfig:
                 raise ValueError(f"lr_{name}: expected a finite learning rate >= 0, got {lr}")
         if not 0 < self.final_lr_ratio <= 1:
             raise ValueError(f"final_lr_ratio: expected a value in (0, 1], got {self.final_lr_ratio}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip: expected a finite gradient-norm bound >= 0 (0 = off), got {self.grad_clip}")
 
     def lr(self, group: str) -> float:
         return float(getattr(self, f"lr_{group}"))
@@ -101,6 +115,13 @@ class TrainerConfig:
         for name in ("max_steps", "batch_size", "eval_every", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.accelerator not in ACCELERATORS:
+            raise ValueError(f"accelerator: expected one of {ACCELERATORS}, got {self.accelerator!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers: expected an integer >= 0 (0 = load in the training process), "
+                             f"got {self.num_workers}")
+        if self.sample_images < 0:
+            raise ValueError(f"sample_images: expected an integer >= 0 (0 = log no images), got {self.sample_images}")
 
 
 EVAL_SPLITS = ("val", "test", "mirror")  # "mirror": the virtual mirror viewpoint (rendered ground truth)
@@ -128,6 +149,9 @@ class EvalConfig:
             raise ValueError(f"mirror_eye_m: expected a head-local point [x, y, z] in metres, got {list(self.mirror_eye_m)}")
         if self.lpips_net not in ("alex", "vgg"):
             raise ValueError(f"lpips_net: expected 'alex' or 'vgg', got {self.lpips_net!r}")
+        if self.mirror_display_camera is not None and self.mirror_display_camera < 0:
+            raise ValueError(f"mirror_display_camera: expected a camera index >= 0 or null (the synthetic head's "
+                             f"frontal camera, 2), got {self.mirror_display_camera}")
 
 
 @dataclass
@@ -160,6 +184,27 @@ class TrainConfig:
     def validate(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"profile: expected one of {PROFILES}, got {self.profile!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed: expected an integer in [0, 2**32 - 1], got {self.seed}")
+        # The checks across sections whose answer the config already knows (so a --dry-run catches them):
+        # how many sessions the training data has, and which cameras the synthetic head has.
+        synthetic = self.data.root is None and not self.data.sessions
+        shares = self.sampler.session_shares
+        if self.sampler.session_balance and shares is not None:
+            if synthetic:
+                n, where = self.data.synthetic.sessions, f"data.synthetic.sessions={self.data.synthetic.sessions}"
+            elif self.data.sessions:
+                n, where = len(self.data.sessions), f"data.sessions has {len(self.data.sessions)} entries"
+            else:
+                n, where = 1, "data.root is one session"
+            if len(shares) != n:
+                raise ValueError(f"sampler.session_shares: expected {n} share{'s' if n > 1 else ''} (one per session; "
+                                 f"{where}), got {len(shares)}: {list(shares)}")
+        camera = self.eval.mirror_display_camera
+        if synthetic and camera is not None and camera not in SYNTHETIC_CAMERAS:
+            raise ValueError(f"eval.mirror_display_camera: expected one of the synthetic head's cameras "
+                             f"{list(SYNTHETIC_CAMERAS)} (0, 1: the stereo pair; 2: the frontal one) or null, "
+                             f"got {camera}")
 
 
 # Settings that do not change a trial's result: excluded from its identity hash

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 
 SYNTHETIC_FLAVOURS = ("gaussian_avatars", "vhap")
+SYNTHETIC_CAMERAS = (0, 1, 2)  # the synthetic head's cameras (synthetic.make_cameras): the stereo pair, the frontal one
 
 
 @dataclass
@@ -34,6 +35,8 @@ class SyntheticHeadConfig:
     flavour: str = "gaussian_avatars"
 
     def validate(self) -> None:
+        if self.seed < 0:  # numpy's generators take non-negative seeds only
+            raise ValueError(f"seed: expected an integer >= 0, got {self.seed}")
         if self.image_size < 8:
             raise ValueError(f"image_size: expected an integer >= 8, got {self.image_size}")
         if self.n_train_timesteps < 2:

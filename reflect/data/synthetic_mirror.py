@@ -17,6 +17,8 @@ import numpy as np
 from reflect.data.synthetic import (_as_config, cached_dataset, config_key, make_cameras, principal_point,
                                     save_frame_image, session_sequence, val_timesteps, write_canonical_param,
                                     write_flame_param)
+from reflect.data.config import SYNTHETIC_CAMERAS
+from reflect.data.errors import DatasetError
 from reflect.data.layout import GL_TO_CV
 from reflect.data.synthetic_render import SESSION_LOOKS, ProceduralHead, camera_rays, render_frames
 
@@ -45,8 +47,9 @@ def generate_mirror_views(cfg: Any, out_dir: str | os.PathLike, session: int = 0
 
     cfg = _as_config(cfg)
     cfg.validate()
-    if display_camera not in (0, 1, 2):
-        raise ValueError(f"display_camera: the synthetic head has cameras 0, 1 and 2, got {display_camera}")
+    if display_camera not in SYNTHETIC_CAMERAS:
+        raise DatasetError(f"eval.mirror_display_camera={display_camera}, but the synthetic head has cameras "
+                           f"{', '.join(map(str, SYNTHETIC_CAMERAS))} (0, 1: the stereo pair; 2: the frontal one)")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "flame_param").mkdir(exist_ok=True)

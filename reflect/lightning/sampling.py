@@ -6,6 +6,7 @@ checkpoint sees exactly the frames an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional
 
@@ -32,8 +33,10 @@ class SamplerConfig:
             raise ValueError(f"rare_expression_k: expected >= 1, got {self.rare_expression_k}")
         if self.max_weight_ratio < 1:
             raise ValueError(f"max_weight_ratio: expected >= 1, got {self.max_weight_ratio}")
-        if self.session_shares is not None and (not self.session_shares or min(self.session_shares) <= 0):
-            raise ValueError(f"session_shares: expected positive numbers, got {self.session_shares}")
+        if self.session_shares is not None and (
+                not self.session_shares or not all(math.isfinite(s) and s > 0 for s in self.session_shares)):
+            raise ValueError(f"session_shares: expected a non-empty list of finite positive numbers (one per "
+                             f"session) or null, got {self.session_shares}")
 
 
 def rare_expression_weights(codes: np.ndarray, k: int, power: float, max_ratio: float) -> np.ndarray:
@@ -60,10 +63,12 @@ def frame_weights(cfg: SamplerConfig, codes: np.ndarray, sessions: np.ndarray) -
     if cfg.session_balance:
         ids = np.unique(sessions)
         shares = cfg.session_shares or [1.0] * len(ids)
-        if len(shares) != len(ids):
-            raise ValueError(
-                f"sampler.session_shares: expected {len(ids)} shares (one per session), got {len(shares)}"
-            )
+        if len(shares) != len(ids):  # the config's count was checked on load; this is the data's (allowlists)
+            from reflect.data.errors import DatasetError
+
+            raise DatasetError(f"sampler.session_shares has {len(shares)} shares, but the training data has "
+                               f"{len(ids)} session{'s' if len(ids) != 1 else ''} with frames: give one share per "
+                               f"session ({len(ids)})")
         for sid, share in zip(ids, shares):
             sel = sessions == sid
             w[sel] *= share / w[sel].sum()

@@ -73,6 +73,9 @@ class DecoderConfig:
             raise ValueError(f"expr_conditioning: expected one of {EXPR_CONDITIONING}, got {self.expr_conditioning!r}")
         if self.view_conditioning not in VIEW_CONDITIONING:
             raise ValueError(f"view_conditioning: expected one of {VIEW_CONDITIONING}, got {self.view_conditioning!r}")
+        if self.view_pe_freqs < 0:
+            raise ValueError(f"view_pe_freqs: expected an integer >= 0 (0 = the raw view direction only), "
+                             f"got {self.view_pe_freqs}")
         if self.sr_scale not in SR_SCALES:
             raise ValueError(f"sr_scale: expected one of {SR_SCALES}, got {self.sr_scale}")
         if self.expr_dims < 0:  # the upper bound is the data's (checked when training starts)
