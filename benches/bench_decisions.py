@@ -1,7 +1,10 @@
 """Seeds and wall time of the sequential seed design vs a fixed ``max``, simulated and on a real store.
 
     python benches/bench_decisions.py [--ablation ablations/film_vs_concat.yaml] [--runs-dir runs]
-                                      [--simulations 2000]
+                                      [--simulations 2000] [--profile P] [key=value ...]
+
+Overrides and ``--profile`` as given to ``reflect.ablate``: a store's trials are those of the ablation as it was
+run (with other overrides, the trials have other config hashes and are not this ablation's).
 
 Part 1 simulates ablations with the engine's own replay (reflect.analysis.simulation), at the paired spread the
 store measured (or the engine's stated assumption when it has none): per scenario, the
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from reflect.ablation.spec import load_ablation  # noqa: E402
 from reflect.ablation.store import COMPLETE, ResultsStore  # noqa: E402
+from reflect.config_loading import ConfigError  # noqa: E402
 from reflect.analysis.inputs import current_records  # noqa: E402
 from reflect.analysis.simulation import at_margin, null_effect, simulate, uniform_effects  # noqa: E402
 from reflect.analysis.verdicts import DEFAULT_PSNR_SPREAD_DB, analyze  # noqa: E402
@@ -39,9 +43,15 @@ def main() -> int:
     p.add_argument("--ablation", default=str(ROOT / "ablations" / "film_vs_concat.yaml"))
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--simulations", type=int, default=2000)
+    p.add_argument("--profile", default=None, help="the profile the ablation ran on (as reflect.ablate --profile)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides the ablation ran with (as reflect.ablate)")
     args = p.parse_args()
 
-    ablation = load_ablation(args.ablation)
+    try:
+        ablation = load_ablation(args.ablation, args.overrides, profile=args.profile)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     looks, max_seeds = ablation.design.looks, ablation.design.max_seeds
     arms = len(ablation.arms) - 1
     store = ResultsStore(Path(args.runs_dir) / ablation.name)
@@ -79,7 +89,8 @@ def main() -> int:
     print()
     records = list(store.records())
     if not current_records(ablation, records):
-        print(f"{ablation.name}: no trials in {store.root} (run `python -m reflect.ablate {args.ablation}` first)")
+        print(f"{ablation.name}: no trials of this plan in {store.root} (run `python -m reflect.ablate "
+              f"{args.ablation}` first, and pass the overrides and --profile it ran with)")
         return 0
     analysis = analyze(ablation, records)
     ran = [r for r in current_records(ablation, records) if r.status in (COMPLETE, "failed")]
