@@ -271,6 +271,16 @@ def mirror_summary(summary: dict, ablation, store) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m reflect.ablate FILE [options] [key=value ...]``: run an ablation's sequential seed design, then
+    write its report and refresh the status pages.
+
+    Args:
+        argv: the command line after the program name (None: ``sys.argv[1:]``); ``--help`` lists it.
+    Returns:
+        0 once the plan ran and the report is written (failed trials and inconclusive verdicts are in the report),
+        1 when nothing could be scored; a user error exits 2 before anything trains; an interrupt exits 130 with
+        finished trials kept.
+    """
     args = parse_args(argv)
     with exit_on_user_error("reflect.ablate"):
         from reflect.ablation.machine import auto_workers, machine_problems

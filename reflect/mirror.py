@@ -104,6 +104,14 @@ def render_mirror_views(record_path: str | Path, overrides: Sequence[str] = (), 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m reflect.mirror RECORD [--frames N] [--out DIR]``: render a trained trial from the mirror
+    viewpoint, flipped as the display shows it.
+
+    Args:
+        argv: the command line after the program name (None: ``sys.argv[1:]``); ``--help`` lists it.
+    Returns:
+        0 when the images were written; a user error (unreadable record, missing checkpoint or data) exits 2.
+    """
     p = argparse.ArgumentParser(prog="python -m reflect.mirror", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("record", help="a trial record: runs/<ablation>/trials/<key>.json")

@@ -15,6 +15,14 @@ from reflect.reports.console import console
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m reflect.signoff PHASE CONDITION --by WHO --note TEXT`` (or ``--revoke``, ``--list``): record a
+    person's sign-off of a roadmap condition in ``runs/signoffs.jsonl``.
+
+    Args:
+        argv: the command line after the program name (None: ``sys.argv[1:]``); ``--help`` lists it.
+    Returns:
+        0 when recorded (or listed); a user error (unknown phase or condition, bad arguments) exits 2.
+    """
     p = argparse.ArgumentParser(prog="python -m reflect.signoff", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("phase", nargs="?", type=int, help="the roadmap phase (1-6)")

@@ -39,6 +39,14 @@ def refresh_status(runs_dirs: Sequence[str], reports_dir: str, roadmap_path: Opt
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m reflect.status [--runs-dir DIR ...] [--reports-dir DIR]``: rebuild the roadmap's status page
+    (status.md, status.html, status.json) from the results stores.
+
+    Args:
+        argv: the command line after the program name (None: ``sys.argv[1:]``); ``--help`` lists it.
+    Returns:
+        0 when written; a user error (unreadable roadmap file, bad arguments) exits 2.
+    """
     p = argparse.ArgumentParser(prog="python -m reflect.status", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs-dir", action="append", help="a results store root (repeatable; default: runs)")

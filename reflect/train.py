@@ -37,6 +37,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m reflect.train [PROFILE|FILE] [key=value ...]``: train one configuration, write its metrics.json.
+
+    Args:
+        argv: the command line after the program name (None: ``sys.argv[1:]``); ``--help`` lists it.
+    Returns:
+        0 when training finished. A user error (bad config, missing data) exits 2 with one line naming the cause; Ctrl-C
+        exits 130 with the checkpoint kept.
+    """
     args = parse_args(argv)
     source = None
     overrides = list(args.items)

@@ -31,6 +31,13 @@ STALE_AFTER_S = 180.0
 
 @dataclass
 class TrialRecord:
+    """One trial's record, the store's schema (``trials/<arm>-s<seed>-<hash>.json``): what ran (study, arm,
+    seed, config and its hash, overrides), how it ended (``status``: running, complete, failed, pruned or
+    interrupted, with ``failure_reason``), what it measured (the windowed metric, every evaluation, per-frame
+    metrics, renders, wall time, steps) and where it came from (``provenance``: code versions, packages,
+    device and threads; ``protocol``: resolution, splits, datasets, renderer). ``host``/``pid``/``updated_at``
+    let the queue tell a live trial from a dead one."""
+
     study: str
     arm: str
     seed: int

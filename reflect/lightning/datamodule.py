@@ -12,6 +12,13 @@ from reflect.lightning.sampling import StepIndexedSampler, frame_weights
 
 
 class AvatarDataModule(pl.LightningDataModule):
+    """The training frames in the sampler's step-indexed order (``start_step`` lets a resumed run continue the
+    same sequence) and one evaluation loader per ``eval.splits`` split.
+
+    Args: cfg: the trial's config; splits: split name → AvatarDataset (train and the evaluation splits);
+    start_step: returns the step training starts at (0, or the checkpoint's).
+    """
+
     def __init__(self, cfg: TrainConfig, splits: dict[str, AvatarDataset], start_step: Callable[[], int]):
         super().__init__()
         self.cfg = cfg

@@ -25,6 +25,16 @@ class DivergenceError(RuntimeError):
 
 
 class AvatarModule(pl.LightningModule):
+    """Trains and evaluates a GaussianAvatar: one manual-optimisation step per batch (the loss stack on its
+    schedules, freeze windows, the optional discriminator), evaluation of every ``eval.splits`` split each
+    ``trainer.eval_every`` steps into ``eval_history`` and per-frame metrics, and those histories kept in the
+    checkpoint so a resumed run keeps its whole curve.
+
+    Args: cfg: the trial's config; init_points: canonical surface samples [P,3] or None; width, height: the
+    rendered image size; eval_frame_ids: split → frame ids (recorded with the metrics); flame: the FLAME skeleton
+    or None (the rigid head).
+    """
+
     def __init__(self, cfg: TrainConfig, init_points: Optional[np.ndarray], width: int, height: int,
                  eval_frame_ids: Optional[dict[str, list[str]]] = None, flame: Any = None):
         super().__init__()

@@ -90,6 +90,10 @@ def mean_neighbour_distance(points: torch.Tensor, k: int = 3, chunk: int = 2048)
 
 
 class GaussianAvatar(nn.Module):
+    """The head avatar: canonical Gaussians with per-Gaussian latents, an expression DeformMLP, the head's pose
+    (rigid, or FLAME's skinning), the rasterizer (``reflect.render``) and the screen-space decoder.
+    ``forward(batch, width, height)`` renders a batch of frames; see its docstring for the outputs."""
+
     def __init__(
         self,
         cfg: ModelConfig,

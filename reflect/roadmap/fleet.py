@@ -104,6 +104,16 @@ def load_fleet(runs_dirs: Sequence[str | Path]) -> list[TrialGroup]:
 
 
 def estimate(group: TrialGroup, metric: str, window: int, confidence: float = 0.95) -> Optional[Estimate]:
+    """The mean over seeds of a configuration's windowed ``metric``, with its t interval.
+
+    Args:
+        group: one configuration's trials (one per seed).
+        metric: e.g. ``val/psnr``.
+        window: how many of each trial's last evaluations its value averages.
+        confidence: the two-sided level of the interval.
+    Returns:
+        None when no trial evaluated ``metric``; else the Estimate, with no spread or interval from one seed.
+    """
     values = list(group.values(metric, window).values())
     if not values:
         return None

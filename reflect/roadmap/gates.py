@@ -235,6 +235,16 @@ def evaluate_condition(c: Condition, phase: int, ctx: GateContext) -> ConditionR
 
 
 def evaluate_gate(gate: Gate, phase: int, ctx: GateContext) -> GateResult:
+    """Decide one gate from its conditions.
+
+    Args:
+        gate: the gate, as roadmap.yaml states it.
+        phase: its phase's number.
+        ctx: what the conditions are judged on (fleet estimates, decisions, sign-offs, latencies, confidence).
+    Returns:
+        The GateResult: holds when every condition holds; else fails if one fails; else incomplete if one lacks
+        data; else undecided. Each condition's own result is kept.
+    """
     results = tuple(evaluate_condition(c, phase, ctx) for c in gate.conditions)
     states = {r.state for r in results}
     if states == {HOLDS}:
