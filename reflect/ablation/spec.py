@@ -215,6 +215,31 @@ def _resolve_base(base: str, ablation_path: Path) -> str:
                       f"got {base!r}", "base")
 
 
+def check_metric_is_evaluated(metric: MetricSpec, cfg: TrainConfig, source: str, who: str) -> None:
+    """Check that a trial trained with ``cfg`` evaluates ``metric`` often enough for its window.
+
+    Shared by ablation files (one check per arm) and sweep files (each value of the search space).
+
+    Args:
+        metric: the study's metric (its split and its window of evaluations).
+        cfg: the trial's training config.
+        source: the study file, named in the error.
+        who: the trial in words, as the error names it (``"arm 'baseline'"``, ``"each trial"``).
+    Raises:
+        ConfigError: at ``metric.name`` when the metric's split is not in ``cfg.eval.splits``; at ``metric.window``
+            when the window is longer than the number of evaluations the trial makes.
+    """
+    if metric.split not in cfg.eval.splits:
+        raise ConfigError(source, f"the metric's split {metric.split!r} is not evaluated in {who} "
+                          f"(eval.splits = {list(cfg.eval.splits)})", "metric.name")
+    # every eval_every steps, and always once more on the final weights
+    evaluations = -(-cfg.trainer.max_steps // cfg.trainer.eval_every)
+    if metric.window > evaluations:
+        raise ConfigError(source, f"expected at most the {evaluations} evaluations {who} makes "
+                          f"(trainer.max_steps {cfg.trainer.max_steps} / trainer.eval_every "
+                          f"{cfg.trainer.eval_every}, rounded up), got {metric.window}", "metric.window")
+
+
 def load_ablation(path: str | Path, overrides: Sequence[str] = (), seeds: Optional[Sequence[int]] = None,
                   profile: Optional[str] = None) -> Ablation:
     """Read, validate and expand an ablation file (+ CLI overrides applied to every arm)."""
@@ -240,15 +265,7 @@ def load_ablation(path: str | Path, overrides: Sequence[str] = (), seeds: Option
             raise
         arms[arm_name] = Arm(arm_name, dict(pairs), cfg)
     for arm in arms.values():
-        if spec.metric.split not in arm.config.eval.splits:
-            raise ConfigError(str(path), f"the metric's split {spec.metric.split!r} is not evaluated in arm "
-                              f"{arm.name!r} (eval.splits = {list(arm.config.eval.splits)})", "metric.name")
-        # every eval_every steps, and always once more on the final weights
-        evaluations = -(-arm.config.trainer.max_steps // arm.config.trainer.eval_every)
-        if spec.metric.window > evaluations:
-            raise ConfigError(str(path), f"expected at most the {evaluations} evaluations arm {arm.name!r} makes "
-                              f"(trainer.max_steps {arm.config.trainer.max_steps} / trainer.eval_every "
-                              f"{arm.config.trainer.eval_every}, rounded up), got {spec.metric.window}", "metric.window")
+        check_metric_is_evaluated(spec.metric, arm.config, str(path), f"arm {arm.name!r}")
         # keep per-frame metrics for every evaluation the window averages (not part of a trial's identity)
         arm.config.eval.per_frame_history = max(arm.config.eval.per_frame_history, spec.metric.window)
     return Ablation(path=path, name=spec.name, phase=spec.phase, question=spec.question,
