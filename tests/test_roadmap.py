@@ -244,7 +244,7 @@ def test_a_revocation_in_another_runs_folder_still_counts(tmp_path):
 
 def test_every_written_decision_file_validates_on_both_profiles():
     from reflect.ablation.spec import load_ablation
-    from reflect.sweep import load_sweep
+    from reflect.ablation.sweep_spec import load_sweep
 
     roadmap = load_roadmap()
     written = [d for p in roadmap.phases for d in p.decisions if not d.planned]

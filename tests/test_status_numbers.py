@@ -102,7 +102,7 @@ def test_a_sweep_whose_budget_is_spent_with_a_failure_is_settled(tmp_path):
     """expr_mlp_lr runs 8 trials; reflect.sweep counts a failed trial in its budget and runs no more after 7
     complete + 1 failed, so nothing is left (before: '1 sweep trial left' forever)."""
     from reflect.roadmap.status import decision_status
-    from reflect.sweep import load_sweep
+    from reflect.ablation.sweep_spec import load_sweep
 
     assert load_sweep(sweep_decision().file)[0].n_trials == 8
     write_sweep_records(tmp_path / "runs", ["complete"] * 6 + ["pruned", "failed"])

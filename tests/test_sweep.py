@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 from reflect.ablation.store import ResultsStore
+from reflect.ablation.sweep_spec import load_sweep
+from reflect.ablation.sweep_worker import worker
 from reflect.config_loading import ConfigError
-from reflect.sweep import export_wandb, load_sweep, worker
+from reflect.sweep import export_wandb
 
 from conftest import TINY
 
@@ -85,7 +87,7 @@ def test_pruned_trial_is_recorded_as_pruned(tmp_path):
     from reflect.ablation.execute import run_trial
     from reflect.ablation.plan import PlannedTrial
     from reflect.config import config_hash, load_train_config
-    from reflect.sweep import StepPruningCallback
+    from reflect.ablation.sweep_optuna import StepPruningCallback
 
     path = tmp_path / "tiny.yaml"
     path.write_text(SWEEP)
@@ -122,7 +124,7 @@ def test_two_workers_share_the_budget_and_never_train_a_configuration_twice(tmp_
 
 
 def test_workers_get_distinct_sampler_streams():
-    from reflect.sweep import make_sampler
+    from reflect.ablation.sweep_optuna import make_sampler
 
     spec, _ = load_sweep(ROOT / "sweeps" / "expr_mlp_lr.yaml")
     assert make_sampler(spec, 0)._rng.rng.random() != make_sampler(spec, 1)._rng.rng.random()

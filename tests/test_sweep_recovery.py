@@ -10,6 +10,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,8 +22,9 @@ from optuna.trial import TrialState
 from pytorch_lightning.callbacks import Callback
 
 from reflect.ablation.store import STALE_AFTER_S, ResultsStore, TrialRecord, atomic_write_json
+from reflect.ablation.sweep_spec import load_sweep
+from reflect.ablation.sweep_worker import worker
 from reflect.config_loading import ConfigError
-from reflect.sweep import load_sweep, worker
 
 from conftest import TINY
 
@@ -113,7 +116,7 @@ def _claimed_trial(study, spec, base, layers, arm):
     import copy
 
     from reflect.config import config_hash, load_train_config
-    from reflect.sweep import suggest
+    from reflect.ablation.sweep_optuna import suggest
 
     trial = study.ask()
     params = {k: suggest(trial, k, p) for k, p in spec.space.items()}
@@ -282,6 +285,22 @@ def test_a_sweep_rejects_a_decision_block(tmp_path):
         load_sweep(path)
     assert info.value.source == str(path) and info.value.key == "decision"
     assert "takes no decision block" in info.value.message and "ablation" in info.value.message
+
+
+def test_a_space_key_given_as_a_command_line_override_is_refused(tmp_path):
+    """The command line is the last layer of each trial's config: the override would fix the key in every trial."""
+    path = write_sweep(tmp_path, "fixed")
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path, (*TINY, " optim.lr_deform =1.0e-4"))
+    assert (info.value.source, info.value.key) == ("command line", "optim.lr_deform")
+    assert info.value.message == (f"is in the sweep's space ({path}); a command-line override would fix it in every "
+                                  "trial: remove one of the two")
+    proc = subprocess.run([sys.executable, "-m", "reflect.sweep", str(path), "--dry-run", "optim.lr_deform=1.0e-4"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "command line: optim.lr_deform: is in the sweep's space" in " ".join(proc.stderr.split())
+    spec, _ = load_sweep(path, (*TINY, "optim.lr_decoder=1.0e-3"))  # a key outside the space is still an override
+    assert list(spec.space) == ["optim.lr_deform"]
 
 
 def test_every_repo_sweep_file_loads():

@@ -25,11 +25,12 @@ from reflect.roadmap.gates import GateContext, GateResult, evaluate_gate, phase_
 from reflect.roadmap.signoffs import now_iso, read_signoffs
 from reflect.roadmap.spec import Decision, Roadmap
 
-# The sweep's own budget rule (reflect.sweep.worker, its ``spent()``): trials complete, pruned, failed or running
-# count, so a failed trial uses its slot and the sweep runs no replacement; a dead worker's trial that is re-queued
-# counts once (its copy keeps the trial's name, so the store holds one record for both). A trial stopped by a signal
-# (interrupted in the store) was never told to Optuna: it stays RUNNING there (or is re-queued) and keeps its slot.
-# Replicated on the store's records rather than imported: the rule is a closure inside the sweep's worker loop.
+# The sweep's own budget rule (reflect.ablation.sweep_worker.worker, its ``spent()``): trials complete, pruned,
+# failed or running count, so a failed trial uses its slot and the sweep runs no replacement; a dead worker's trial
+# that is re-queued counts once (its copy keeps the trial's name, so the store holds one record for both). A trial
+# stopped by a signal (interrupted in the store) was never told to Optuna: it stays RUNNING there (or is re-queued)
+# and keeps its slot. Replicated on the store's records rather than imported: the rule is a closure inside the
+# sweep's worker loop.
 SWEEP_BUDGET_STATES = (COMPLETE, PRUNED, FAILED, RUNNING, INTERRUPTED)
 SWEEP_FINISHED_STATES = (COMPLETE, PRUNED, FAILED)
 
@@ -157,7 +158,7 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path],
         return DecisionStatus(decision.id, decision.claim, rel, kind, "not written", False,
                               detail=f"{rel} is not written yet")
     if decision.is_sweep:
-        from reflect.sweep import load_sweep
+        from reflect.ablation.sweep_spec import load_sweep
 
         spec, _ = load_sweep(decision.file)
         store = _find_store(spec.name, runs_dirs)
