@@ -4,14 +4,13 @@ filters it, W&B plots that follow the metric, and pages written atomically. Reco
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from reflect.ablation.store import ResultsStore, TrialRecord
-from reflect.roadmap.spec import DEFAULT_ROADMAP, Decision, load_roadmap
+from reflect.roadmap.spec import Decision, load_roadmap
+from test_roadmap import edited
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,13 +23,7 @@ def film_decision(tmp_path):
 
 def edited_roadmap(tmp_path, edit):
     """The repository's roadmap with ``edit`` applied, beside copies of the files its decisions name."""
-    data = yaml.safe_load(DEFAULT_ROADMAP.read_text())
-    edit(data)
-    for folder in ("ablations", "sweeps"):
-        shutil.copytree(ROOT / folder, tmp_path / folder, dirs_exist_ok=True)
-    path = tmp_path / "roadmap.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_roadmap(path)
+    return load_roadmap(edited(tmp_path, edit))
 
 
 # --- 1. the "still needed" forecast -------------------------------------------------------------------------------
