@@ -184,31 +184,26 @@ def print_power(ablation, store) -> None:
 
 def check_data(ablation) -> str:
     """Validate the data location the arms will use without training (synthetic: where it is cached)."""
-    from reflect.data import dataset_fingerprint
-
+    from reflect.ablation.machine import describe_data
     from reflect.config_loading import ConfigError
     from reflect.data.synthetic import REGION_NAMES
 
     cfg = next(iter(ablation.arms.values())).config
     data, region = cfg.data, ablation.metric.region
-    if data.root is None and not data.sessions:
+    line, splits = describe_data(cfg)  # a capture: validates every transforms file, npz and image
+    if splits is None:  # the embedded synthetic head
         if region is not None and region not in REGION_NAMES:
             raise ConfigError(str(ablation.path), f"the synthetic head has no region {region!r} "
                               f"(it has {list(REGION_NAMES)})", "metric.name")
         side = data.synthetic.image_size // data.downscale
         check_resolutions(ablation, (side, side))
-        return f"data: embedded synthetic head (generated on first use), fingerprint {dataset_fingerprint(data)}"
-    from reflect.data import load_splits
-
-    splits = load_splits(data, ["train", *cfg.eval.splits], mirror_display_camera=cfg.eval.mirror_display_camera,
-                         mirror_eye_m=cfg.eval.mirror_eye_m)  # validates every transforms file, npz and image
+        return line
     have = splits[ablation.metric.split].region_names
     if region is not None and region not in have:
         raise ConfigError(str(ablation.path), f"the dataset's {ablation.metric.split} frames have no region mask "
                           f"{region!r} (region_mask_paths: {have or 'none'})", "metric.name")
-    counts = ", ".join(f"{k}={len(v)} frames" for k, v in splits.items())
     check_resolutions(ablation, (splits["train"].width, splits["train"].height))
-    return f"data: {counts} at {splits['train'].width}x{splits['train'].height}, fingerprint {dataset_fingerprint(data)}"
+    return line
 
 
 def check_resolutions(ablation, first_size: tuple[int, int]) -> None:

@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     freeze_imports()
     with exit_on_user_error("reflect.sweep"):
-        spec, (base, _, _) = load_sweep(args.file, tuple(args.overrides), args.profile)
+        spec, (base, _, base_cfg) = load_sweep(args.file, tuple(args.overrides), args.profile)
         if args.export_wandb:
             export_wandb(spec, base, Path(args.export_wandb))
             console.print(f"wrote {args.export_wandb}")
@@ -113,8 +113,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rng = str(p.choices) if p.type == "categorical" else f"[{p.low}, {p.high}]"
             table.add_row(key, p.type, rng, str(p.log))
         console.print(table)
+        from reflect.ablation.machine import config_problems, describe_data
+
+        console.print(describe_data(base_cfg)[0])  # a missing or corrupt capture stops here, before any trial
+        problems = config_problems(base_cfg)
+        if problems:
+            console.print("[red]this machine cannot run the sweep as configured; nothing was trained:[/]")
+            for problem in problems:
+                console.print(f"  - {problem}", markup=False)
+            return 2
         if args.dry_run:
-            console.print("dry run: the sweep and its search space are valid; nothing was trained.")
+            console.print("dry run: the sweep, its space and its data are valid; nothing was trained.")
             return 0
         if args.workers <= 1:
             worker(args.file, tuple(args.overrides), args.storage, args.runs_dir, spec.n_trials, profile=args.profile)

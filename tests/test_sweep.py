@@ -161,3 +161,21 @@ def test_a_sigterm_to_the_sweep_reaches_its_workers(tmp_path):
     assert "Traceback" not in out.read_text()
     stopped = [json.loads(f.read_text()) for f in trials.glob("*.json")]
     assert sorted(r["status"] for r in stopped if r["pid"] in workers) == ["interrupted", "interrupted"]
+
+
+def test_dry_run_checks_the_data_and_the_machine(tmp_path):
+    """A sweep's dry run reads the capture it would train on, and refuses what this machine cannot run."""
+    missing = tmp_path / "no_such_capture"
+    proc = subprocess.run([sys.executable, "-m", "reflect.sweep", str(ROOT / "sweeps" / "expr_mlp_lr.yaml"),
+                           "--dry-run", f"data.root={missing}"], capture_output=True, text=True, cwd=tmp_path)
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 2 and str(missing) in said and "Traceback" not in said, said[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "reflect.sweep", str(ROOT / "sweeps" / "expr_mlp_lr.yaml"),
+                           "--dry-run", "render.backend=gsplat"], capture_output=True, text=True, cwd=tmp_path)
+    said = " ".join((proc.stdout + proc.stderr).split())
+    if not __import__("torch").cuda.is_available():
+        assert proc.returncode == 2 and "render.backend 'gsplat' needs CUDA" in said, said[-2000:]
+        assert "nothing was trained" in said and "are valid" not in said
+    proc = subprocess.run([sys.executable, "-m", "reflect.sweep", str(ROOT / "sweeps" / "expr_mlp_lr.yaml"),
+                           "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "data: embedded synthetic head" in proc.stdout, proc.stderr[-2000:]

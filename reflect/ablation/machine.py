@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from reflect.ablation.spec import Ablation
+from reflect.config import TrainConfig
 from reflect.losses.lpips_loader import lpips_weights_problem
 from reflect.render import numba_available
 
@@ -68,6 +69,55 @@ def flame_problem(path: str) -> Optional[str]:
     return None
 
 
+def config_problems(cfg: TrainConfig) -> List[str]:
+    """Reasons this machine cannot train ``cfg``, one line each (empty when it can): an explicit
+    ``render.backend`` this machine lacks (gsplat without CUDA, numba not importable), ``trainer.accelerator``
+    asking for a GPU without CUDA, a FLAME model file that cannot be read, an LPIPS *loss* without its backbone
+    weights. Used for every arm of an ablation (``machine_problems``) and for a sweep's base config."""
+    cuda = torch.cuda.is_available()
+    reasons = []
+    if cfg.render.backend == "gsplat" and not cuda:
+        reasons.append("render.backend 'gsplat' needs CUDA, and this machine has none "
+                       "(use render.backend=null to pick the fastest backend here, or run on a GPU machine)")
+    if cfg.render.backend == "numba" and not numba_available():
+        reasons.append("render.backend 'numba' needs the numba package, which does not import here "
+                       "(pip install numba, or render.backend=torch)")
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not cuda:
+        reasons.append(f"trainer.accelerator '{cfg.trainer.accelerator}' needs CUDA, and this machine has none")
+    if cfg.model.flame.model_path:
+        problem = flame_problem(str(cfg.model.flame.model_path))
+        if problem:
+            reasons.append(problem)
+    if cfg.loss.lpips.enabled:
+        problem = lpips_weights_problem(cfg.loss.lpips.net, cfg.loss.lpips.weights_path)
+        if problem:
+            reasons.append(f"the LPIPS loss is on, but {problem}")
+    return reasons
+
+
+def describe_data(cfg: TrainConfig) -> tuple[str, Optional[dict]]:
+    """Check the data ``cfg`` trains and evaluates on without training, and say what it is.
+
+    Args:
+        cfg: a trial's config.
+    Returns:
+        (one line for the console, the loaded splits or None for the embedded synthetic head, which is generated
+        on first use). A capture is read whole (every transforms file, npz and image is validated), so a missing
+        folder or a corrupt image raises the data error naming it here, before anything trains.
+    """
+    from reflect.data import dataset_fingerprint, load_splits
+
+    data = cfg.data
+    if data.root is None and not data.sessions:
+        return f"data: embedded synthetic head (generated on first use), fingerprint {dataset_fingerprint(data)}", None
+    splits = load_splits(data, ["train", *cfg.eval.splits], mirror_display_camera=cfg.eval.mirror_display_camera,
+                         mirror_eye_m=cfg.eval.mirror_eye_m)
+    counts = ", ".join(f"{k}={len(v)} frames" for k, v in splits.items())
+    line = (f"data: {counts} at {splits['train'].width}x{splits['train'].height}, "
+            f"fingerprint {dataset_fingerprint(data)}")
+    return line, splits
+
+
 def machine_problems(ablation: Ablation) -> List[str]:
     """Reasons this machine cannot train the ablation's arms, one line each (arms sharing one are named together).
 
@@ -79,28 +129,9 @@ def machine_problems(ablation: Ablation) -> List[str]:
         a GPU without CUDA, a FLAME model file that cannot be read, and an LPIPS *loss* without its backbone
         weights (evaluation-only LPIPS is reported as unavailable instead, never a failure).
     """
-    cuda = torch.cuda.is_available()
     found: Dict[str, List[str]] = {}
     for name, arm in ablation.arms.items():
-        cfg = arm.config
-        reasons = []
-        if cfg.render.backend == "gsplat" and not cuda:
-            reasons.append("render.backend 'gsplat' needs CUDA, and this machine has none "
-                           "(use render.backend=null to pick the fastest backend here, or run on a GPU machine)")
-        if cfg.render.backend == "numba" and not numba_available():
-            reasons.append("render.backend 'numba' needs the numba package, which does not import here "
-                           "(pip install numba, or render.backend=torch)")
-        if cfg.trainer.accelerator in ("gpu", "cuda") and not cuda:
-            reasons.append(f"trainer.accelerator '{cfg.trainer.accelerator}' needs CUDA, and this machine has none")
-        if cfg.model.flame.model_path:
-            problem = flame_problem(str(cfg.model.flame.model_path))
-            if problem:
-                reasons.append(problem)
-        if cfg.loss.lpips.enabled:
-            problem = lpips_weights_problem(cfg.loss.lpips.net, cfg.loss.lpips.weights_path)
-            if problem:
-                reasons.append(f"the LPIPS loss is on, but {problem}")
-        for reason in reasons:
+        for reason in config_problems(arm.config):
             found.setdefault(reason, []).append(name)
     return [f"arm{'s' if len(arms) > 1 else ''} {', '.join(repr(a) for a in arms)}: {reason}"
             for reason, arms in found.items()]
