@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from dataclasses import asdict
 from pathlib import Path
 
@@ -309,3 +310,19 @@ def test_every_repo_sweep_file_loads():
     for path in files:
         spec, _ = load_sweep(path)
         assert spec.name and spec.space
+
+
+def test_a_stepped_range_is_validated_at_the_last_value_it_can_give():
+    """Optuna samples low, low + step, ... up to high: validation and the grid use the last such value, never high
+    itself when a step does not land on it, and never a value past high."""
+    from reflect.ablation.sweep_optuna import make_sampler
+    from reflect.ablation.sweep_spec import ParamSpec, range_steps, space_values
+
+    p = ParamSpec(type="float", low=0.5, high=1.04, step=0.1)
+    assert space_values(p) == [("low", 0.5), ("high", pytest.approx(1.0))]  # 1.04 is never sampled
+    assert range_steps(100, 360, 100) == 3 and range_steps(0.1, 0.3, 0.1) == 3  # float rounding tolerated
+    ints = ParamSpec(type="int", low=100, high=360, step=100)
+    assert space_values(ints) == [("low", 100), ("high", 300)]
+    spec = types.SimpleNamespace(sampler=types.SimpleNamespace(name="grid", seed=0), space={"trainer.max_steps": ints})
+    sampler = make_sampler(spec)
+    assert sorted(sampler._search_space["trainer.max_steps"]) == [100, 200, 300]  # round() gave 400 as well

@@ -170,10 +170,10 @@ def check_plan(ablation: Ablation, study: optuna.Study, store: ResultsStore, kno
 
 def where_running(store: ResultsStore, keys: Iterable[str]) -> str:
     """Where running trials run, in words: how many on this host (sibling local workers) and how many elsewhere,
-    from each RUNNING record's provenance host."""
+    from each RUNNING record's host (the claim record has no provenance yet, but always its host)."""
     here = socket.gethostname()
     records = [store.get(key) for key in keys]
-    local = sum(1 for record in records if record is not None and (record.provenance or {}).get("host") == here)
+    local = sum(1 for record in records if record is not None and record.host == here)  # every record has a host
     return f"{local} on this machine, {len(records) - local} elsewhere"
 
 

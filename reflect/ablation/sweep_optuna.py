@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from pytorch_lightning.callbacks import Callback
 
-from reflect.ablation.sweep_spec import ParamSpec, SweepSpec
+from reflect.ablation.sweep_spec import ParamSpec, SweepSpec, range_steps
 
 def make_sampler(spec: SweepSpec, worker_index: int = 0, resumed_trials: int = 0) -> optuna.samplers.BaseSampler:
     """The sweep's sampler for one worker: each worker's stream is seeded apart (``seed + worker_index``), or two
@@ -41,7 +41,7 @@ def make_sampler(spec: SweepSpec, worker_index: int = 0, resumed_trials: int = 0
             grid[key] = list(p.choices)
         else:
             step = p.step if p.step is not None else 1  # an int range without a step: every integer
-            n = int(round((p.high - p.low) / step)) + 1
+            n = range_steps(p.low, p.high, step)  # never a value past high (round() gave 400 for 100..360 by 100)
             grid[key] = [type(p.low)(p.low + i * step) if p.type == "float" else int(p.low + i * step)
                          for i in range(n)]
     return optuna.samplers.GridSampler(grid, seed=s.seed)

@@ -10,6 +10,7 @@ evaluates, is a ``ConfigError`` naming the file and key at load time rather than
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -159,13 +160,20 @@ def space_values(p: ParamSpec) -> list[tuple[str, Any]]:
     Args:
         p: a validated parameter (relative ranges already resolved).
     Returns:
-        ``[(label, value)]``: every choice of a categorical parameter; ``low`` and ``high`` of a numeric range
-        (what the file allows at either end; values in between are checked when a trial is built).
+        ``[(label, value)]``: every choice of a categorical parameter; ``low`` and the highest value a numeric
+        range can give (``high``, or with a ``step`` the last step at or below it, as Optuna samples) — values in
+        between are checked when a trial is built.
     """
     if p.type == "categorical":
         return [("choice", c) for c in p.choices]
     cast = int if p.type == "int" else (lambda v: v)
-    return [("low", cast(p.low)), ("high", cast(p.high))]
+    top = p.high if p.step is None else p.low + (range_steps(p.low, p.high, p.step) - 1) * p.step
+    return [("low", cast(p.low)), ("high", cast(top))]
+
+
+def range_steps(low: float, high: float, step: float) -> int:
+    """How many values ``low, low + step, ...`` lie in [low, high] (float rounding tolerated, never past high)."""
+    return int(math.floor((high - low) / step + 1e-9)) + 1
 
 
 def check_space_values(spec: SweepSpec, path: Path, base: str, overrides: Sequence[str], layers: list) -> None:

@@ -190,7 +190,8 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path],
     current = current_records(ablation, records)
     analysis = analyze(ablation, current)
     set_aside = len(records) - len(current)
-    aside = f"; {set_aside} older record(s) of other configurations set aside" if set_aside else ""
+    aside = (f"; {set_aside} record(s) of other configurations set aside (another version of the file, or a run "
+             "with overrides or --profile: the page reads the file as it stands)") if set_aside else ""
     looks = f"{analysis.looks_taken}/{len(analysis.looks)} looks taken{aside}"
     verdicts = {n: a.verdict for n, a in analysis.arms.items() if not a.is_baseline} if current else {}
     if analysis.finished and current:
@@ -212,7 +213,7 @@ def decision_status(decision: Decision, runs_dirs: Sequence[str | Path],
     left = sum(1 for n, need in counts.items() for s in ablation.design.seeds[:need] if (n, s) not in finished)
     basis = "seeds each undecided arm's MDE asks for (at most max), baseline included"
     costs, note = cost(records)
-    return DecisionStatus(decision.id, decision.claim, rel, kind, "running" if current else "not run", False, verdicts,
+    return DecisionStatus(decision.id, decision.claim, rel, kind, "running" if records else "not run", False, verdicts,
                           detail=looks, forecast=Forecast(left, costs, basis + note))
 
 
