@@ -9,6 +9,7 @@ import pytest
 import yaml
 from scipy import stats as sps
 
+from reflect.ablation.plan import plan_trials
 from reflect.ablation.store import ResultsStore, TrialRecord
 from reflect.config_loading import ConfigError
 from reflect.reports.status_page import write_status
@@ -41,6 +42,16 @@ def edited(tmp_path, edit):
     path = tmp_path / "roadmap.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def write_three_seeds(store, ablation):
+    """Complete records of film_vs_concat's seeds 0-2: none 2 dB worse, film +0.02 dB (undecided), 40 s each."""
+    effects = {"concat": 0.0, "none": -2.0, "film": 0.02}
+    for p in plan_trials(ablation, seeds=[0, 1, 2]):
+        value = 30.0 + effects[p.arm] + 0.05 * ((p.seed * 7 + len(p.arm)) % 5)
+        store.write(TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
+                                status="complete", eval_history=[{"step": 50 * i, "val/psnr": value} for i in range(1, 13)],
+                                wall_time_s=40.0, provenance={"device": "cpu (2 cores)"}))
 
 
 @pytest.mark.parametrize("edit, key, pattern", [
@@ -285,12 +296,7 @@ def test_decision_status_reads_the_store_and_forecasts_from_measured_cost(tmp_pa
 
     ablation = load_ablation(path)
     store = ResultsStore(tmp_path / "runs" / ablation.name)
-    effects = {"concat": 0.0, "none": -2.0, "film": 0.02}
-    for p in plan_trials(ablation, seeds=[0, 1, 2]):
-        value = 30.0 + effects[p.arm] + 0.05 * ((p.seed * 7 + len(p.arm)) % 5)
-        store.write(TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
-                                status="complete", eval_history=[{"step": 50 * i, "val/psnr": value} for i in range(1, 13)],
-                                wall_time_s=40.0, provenance={"device": "cpu (2 cores)"}))
+    write_three_seeds(store, ablation)
     status = decision_status(decision, [tmp_path / "runs"])
     assert status.state == "running" and status.verdicts["none"] == "worse" and status.verdicts["film"] == "inconclusive"
     # film (undecided) and the baseline still need seeds; none is decided and needs none

@@ -10,7 +10,7 @@ import pytest
 
 from reflect.ablation.store import ResultsStore, TrialRecord
 from reflect.roadmap.spec import Decision, load_roadmap
-from test_roadmap import edited
+from test_roadmap import edited, write_three_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,12 +63,7 @@ def test_failed_trials_are_finished_as_the_runner_counts_them(tmp_path):
     decision = film_decision(tmp_path)
     ablation = load_ablation(decision.file)
     store = ResultsStore(tmp_path / "runs" / ablation.name)
-    effects = {"concat": 0.0, "none": -2.0, "film": 0.02}
-    for p in plan_trials(ablation, seeds=[0, 1, 2]):
-        value = 30.0 + effects[p.arm] + 0.05 * ((p.seed * 7 + len(p.arm)) % 5)
-        store.write(TrialRecord(study=ablation.name, arm=p.arm, seed=p.seed, config_hash=p.config_hash,
-                                status="complete", eval_history=[{"step": 50 * i, "val/psnr": value} for i in range(1, 13)],
-                                wall_time_s=40.0, provenance={"device": "cpu (2 cores)"}))
+    write_three_seeds(store, ablation)
     before = decision_status(decision, [tmp_path / "runs"])
     assert before.forecast.trials == 10  # film and concat, seeds 3..7 each
     for p in plan_trials(ablation, seeds=[3]):
