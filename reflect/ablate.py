@@ -238,13 +238,6 @@ def check_resolutions(ablation, first_size: tuple[int, int]) -> None:
                               "model.decoder.sr_scale")
 
 
-def print_machine_problems(problems: list[str]) -> None:
-    """Why this machine cannot run the ablation; nothing was (or will be) trained."""
-    console.print("[red]this machine cannot run the ablation as configured; nothing was trained:[/]")
-    for problem in problems:
-        console.print(f"  - {problem}", markup=False)
-
-
 def refresh_status_safely(runs_dir: str, reports_dir: str) -> None:
     """The roadmap pages after a run; a broken roadmap or sibling ablation file is reported, never fails the run."""
     from reflect.status import refresh_status
@@ -281,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from reflect.ablation.machine import auto_workers, machine_problems
         from reflect.ablation.runner import RunOptions, run_ablation, store_for
         from reflect.reports.ablation import write_ablation_report
-        from reflect.reports.console import print_outcome
+        from reflect.reports.console import print_machine_problems, print_outcome
         from reflect.startup import freeze_imports
 
         freeze_imports()
@@ -303,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print_plan(ablation, store)
             console.print(check_data(ablation))
             if problems:
-                print_machine_problems(problems)
+                print_machine_problems(problems, "ablation")
                 return 2
             if args.storage:
                 from reflect.ablation.study import open_storage, open_study
@@ -314,7 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             console.print("dry run: every arm's config is valid; nothing was trained.")
             return 0
         if problems:
-            print_machine_problems(problems)
+            print_machine_problems(problems, "ablation")
             return 2
         if opts.gpus and len(opts.gpus) > workers:
             console.print(f"[yellow]--gpus lists {len(opts.gpus)} GPUs for {workers} worker(s): GPUs "

@@ -114,13 +114,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             table.add_row(key, p.type, rng, str(p.log))
         console.print(table)
         from reflect.ablation.machine import config_problems, describe_data
+        from reflect.reports.console import print_machine_problems
 
         console.print(describe_data(base_cfg)[0])  # a missing or corrupt capture stops here, before any trial
         problems = config_problems(base_cfg)
         if problems:
-            console.print("[red]this machine cannot run the sweep as configured; nothing was trained:[/]")
-            for problem in problems:
-                console.print(f"  - {problem}", markup=False)
+            print_machine_problems(problems, "sweep")
             return 2
         if args.dry_run:
             console.print("dry run: the sweep, its space and its data are valid; nothing was trained.")

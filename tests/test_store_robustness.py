@@ -25,22 +25,10 @@ from reflect.reports.figures import image_grid, report_figures
 from reflect.training import save_renders, to_uint8_image
 
 from conftest import TINY
+from test_ablation_run import ABLATION as ABLATION_TEMPLATE, FILM
 
 NAME = "robust_abl"
-ABLATION = f"""
-name: {NAME}
-phase: 2
-question: Does FiLM beat concat on the tiny head?
-citations: ["FlashAvatar (CVPR 2024)", "Gaussian Head Avatar (CVPR 2024)"]
-base: quick
-arms:
-  concat: {{model.decoder.expr_conditioning: concat}}
-  film: {{model.decoder.expr_conditioning: film}}
-baseline: concat
-seeds: 1
-metric: {{name: val/psnr, mode: max, window: 2}}
-decision: {{min_effect_db: 0.1, confidence: 0.9}}
-"""
+ABLATION = ABLATION_TEMPLATE.format(name=NAME, second=FILM).replace("seeds: 2", "seeds: 1")
 OVERRIDES = (*TINY, "trainer.max_steps=4")
 FRAMES = 3  # trainer.sample_images: the renders each trial keeps
 

@@ -138,15 +138,21 @@ def _write_record(store, spec, arm, trial, params, chash, host, updated_at):
     return record
 
 
-def test_a_dead_workers_trial_is_resumed_and_a_live_one_is_left_alone(tmp_path):
+def journal_sweep(tmp_path, name, n_trials):
+    """A sweep file, its loaded spec and layers, its store and its (empty) journal study, as a worker would open them."""
     from reflect.ablation.study import open_storage
 
-    path = write_sweep(tmp_path, "reap", n_trials=3)
+    path = write_sweep(tmp_path, name, n_trials=n_trials)
     runs = tmp_path / "runs"
     spec, (base, layers, _) = load_sweep(path, tuple(TINY))
-    store = ResultsStore(runs / "reap")
-    study = optuna.create_study(study_name="reap", storage=open_storage(None, store.root / "optuna.journal"),
+    store = ResultsStore(runs / name)
+    study = optuna.create_study(study_name=name, storage=open_storage(None, store.root / "optuna.journal"),
                                 direction="maximize")
+    return path, runs, spec, base, layers, store, study
+
+
+def test_a_dead_workers_trial_is_resumed_and_a_live_one_is_left_alone(tmp_path):
+    path, runs, spec, base, layers, store, study = journal_sweep(tmp_path, "reap", 3)
     now = time.time()
     # trial 0: a worker on another machine that stopped updating its record long ago (killed, power cut)
     dead, dead_params, dead_hash = _claimed_trial(study, spec, base, layers, "t000")
@@ -174,14 +180,9 @@ def test_a_dead_workers_trial_is_resumed_and_a_live_one_is_left_alone(tmp_path):
 
 
 def test_a_trial_that_kills_its_worker_again_and_again_is_failed_not_retried_forever(tmp_path):
-    from reflect.ablation.study import MAX_RETRIES, open_storage
+    from reflect.ablation.study import MAX_RETRIES
 
-    path = write_sweep(tmp_path, "crashy", n_trials=1)
-    runs = tmp_path / "runs"
-    spec, (base, layers, _) = load_sweep(path, tuple(TINY))
-    store = ResultsStore(runs / "crashy")
-    study = optuna.create_study(study_name="crashy", storage=open_storage(None, store.root / "optuna.journal"),
-                                direction="maximize")
+    path, runs, spec, base, layers, store, study = journal_sweep(tmp_path, "crashy", 1)
     trial, params, chash = _claimed_trial(study, spec, base, layers, "t000")
     trial.set_user_attr("reflect_crashes", MAX_RETRIES)  # its worker died that many times already
     _write_record(store, spec, "t000", trial, params, chash, "another-host", time.time() - 3 * STALE_AFTER_S)

@@ -10,6 +10,14 @@ from rich.table import Table
 console = Console()
 
 
+def print_machine_problems(problems: list[str], what: str) -> None:
+    """Why this machine cannot run the ``what`` (an ablation, a sweep) as configured; nothing was (or will be)
+    trained. ``problems``: one line each (``reflect.ablation.machine``)."""
+    console.print(f"[red]this machine cannot run the {what} as configured; nothing was trained:[/]")
+    for problem in problems:
+        console.print(f"  - {problem}", markup=False)
+
+
 def print_outcome(summary: dict[str, Any], out_dir: Path) -> int:
     """Print the per-arm verdicts of ``summary``; returns 0, or 1 when nothing could be scored."""
     metric, design = summary["metric"], summary["design"]
